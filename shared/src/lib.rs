@@ -1,0 +1,12 @@
+//! Switchyard's shared library: the config model both sides speak, its
+//! validation, snapshots, and the control-plane <-> data-plane protocol.
+
+pub mod model;
+pub mod proto;
+pub mod snapshot;
+pub mod telemetry;
+pub mod validate;
+
+pub use model::{Cluster, Config, Dur, HealthCheck, Member, MemberState, Policy, Route};
+pub use snapshot::{ConfigDocument, Snapshot, config_hash};
+pub use validate::{ConfigError, ErrorKind, MemberAddr, Scheme};

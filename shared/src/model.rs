@@ -1,0 +1,304 @@
+//! The config model: clusters of members and the routes that lead to them, as
+//! the REST API, the bootstrap file and the data plane's cache file spell them.
+//!
+//! Every struct refuses unknown fields, so a typo in a field name is an error
+//! rather than a silently ignored setting.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The default connect timeout of a cluster (Apache `connectiontimeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default response timeout of a cluster (Apache `timeout`).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a member that refused a connection is left out (Apache `retry`, nginx `fail_timeout`).
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(10);
+
+/// The whole config: what `GET /api/v1/config` shows and `PUT /api/v1/config` applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A group of interchangeable backends (Apache's `<Proxy balancer://name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Taken from the path in `PUT /api/v1/clusters/{name}`; required in a whole config.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub members: Vec<Member>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Dur,
+    #[serde(default = "default_retry_window")]
+    pub retry_window: Dur,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// How a member is picked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Smooth weighted round robin (Apache `lbmethod=byrequests`, nginx's default).
+    #[default]
+    RoundRobin,
+}
+
+/// One backend (Apache's `BalancerMember`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Defaults to the URL's `host:port`.
+    #[serde(default)]
+    pub id: String,
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub state: MemberState,
+}
+
+/// Whether a member takes traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Takes its share of new requests.
+    #[default]
+    Active,
+    /// Hot standby (Apache `status=+H`): used only when no active member is usable.
+    Standby,
+    /// Takes no new requests; requests in flight finish.
+    Draining,
+    /// Takes nothing (Apache `status=+D`).
+    Disabled,
+}
+
+/// Active health checking of a cluster's members (mod_proxy_hcheck).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+/// Where requests go (Apache's `ProxyPass`, `ProxyPassReverse`, `ProxyPreserveHost`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Taken from the path in `PUT /api/v1/routes/{name}`; required in a whole config.
+    #[serde(default)]
+    pub name: String,
+    /// Exact host to match (no port); none matches any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub cluster: String,
+    /// What the matched prefix becomes on the way to the member; none keeps the path as it is.
+    #[serde(default)]
+    pub rewrite_prefix: Option<String>,
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub rewrite_redirects: bool,
+}
+
+/// A duration written as a human string (`"500ms"`, `"2s"`, `"1m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn from_millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+
+    pub fn as_millis(&self) -> u64 {
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write it like \"500ms\" or \"2s\""
+            ))
+        })
+    }
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur(DEFAULT_CONNECT_TIMEOUT)
+}
+
+fn default_response_timeout() -> Dur {
+    Dur(DEFAULT_RESPONSE_TIMEOUT)
+}
+
+fn default_retry_window() -> Dur {
+    Dur(DEFAULT_RETRY_WINDOW)
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_health_path() -> String {
+    "/".to_owned()
+}
+
+fn default_health_interval() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+
+fn default_health_timeout() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+fn default_threshold() -> u32 {
+    2
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: default_health_path(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            healthy_threshold: default_threshold(),
+            unhealthy_threshold: default_threshold(),
+        }
+    }
+}
+
+impl Cluster {
+    /// A cluster with the documented defaults and no members.
+    pub fn new(name: impl Into<String>) -> Self {
+        Cluster {
+            name: name.into(),
+            policy: Policy::RoundRobin,
+            members: Vec::new(),
+            connect_timeout: default_connect_timeout(),
+            response_timeout: default_response_timeout(),
+            retry_window: default_retry_window(),
+            health_check: None,
+        }
+    }
+
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+impl Member {
+    /// An active member of weight 1 whose id is left to be derived from its URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Member {
+            id: String::new(),
+            url: url.into(),
+            weight: 1,
+            state: MemberState::Active,
+        }
+    }
+}
+
+impl Route {
+    /// A route of `path_prefix` to `cluster`, with every flag off.
+    pub fn new(
+        name: impl Into<String>,
+        path_prefix: impl Into<String>,
+        cluster: impl Into<String>,
+    ) -> Self {
+        Route {
+            name: name.into(),
+            host: None,
+            path_prefix: path_prefix.into(),
+            cluster: cluster.into(),
+            rewrite_prefix: None,
+            preserve_host: false,
+            rewrite_redirects: false,
+        }
+    }
+}
+
+impl Config {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    pub fn cluster_mut(&mut self, name: &str) -> Option<&mut Cluster> {
+        self.clusters.iter_mut().find(|c| c.name == name)
+    }
+
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+impl MemberState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MemberState::Active => "active",
+            MemberState::Standby => "standby",
+            MemberState::Draining => "draining",
+            MemberState::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(MemberState::Active),
+            "standby" => Some(MemberState::Standby),
+            "draining" => Some(MemberState::Draining),
+            "disabled" => Some(MemberState::Disabled),
+            _ => None,
+        }
+    }
+}
+
+impl Policy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "round_robin" => Some(Policy::RoundRobin),
+            _ => None,
+        }
+    }
+}

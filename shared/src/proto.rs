@@ -1,0 +1,217 @@
+//! The generated gRPC code and the conversions between its messages and the
+//! config model. Protobuf types stop here: the rest of the code sees only the
+//! model, and a message that does not convert names the bad field.
+
+use std::time::Duration;
+
+use crate::model::{Cluster, Config, Dur, HealthCheck, Member, MemberState, Policy, Route};
+use crate::snapshot::Snapshot;
+
+/// The generated code of `proto/switchyard/v1/discovery.proto`.
+pub mod v1 {
+    tonic::include_proto!("switchyard.v1");
+}
+
+/// A protobuf message that does not make a valid model.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ConvertError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn ms(d: Dur) -> u64 {
+    d.as_millis()
+}
+
+fn dur(field: &str, ms: u64) -> Result<Dur, ConvertError> {
+    if ms == 0 {
+        return Err(ConvertError {
+            field: field.to_owned(),
+            reason: "must be greater than 0".to_owned(),
+        });
+    }
+    Ok(Dur(Duration::from_millis(ms)))
+}
+
+impl From<&Snapshot> for v1::Snapshot {
+    fn from(snapshot: &Snapshot) -> Self {
+        v1::Snapshot {
+            version: snapshot.version,
+            store_id: snapshot.store_id.clone(),
+            hash: snapshot.hash.clone(),
+            clusters: snapshot
+                .config
+                .clusters
+                .iter()
+                .map(v1::Cluster::from)
+                .collect(),
+            routes: snapshot.config.routes.iter().map(v1::Route::from).collect(),
+        }
+    }
+}
+
+impl From<&Cluster> for v1::Cluster {
+    fn from(c: &Cluster) -> Self {
+        v1::Cluster {
+            name: c.name.clone(),
+            policy: c.policy.as_str().to_owned(),
+            members: c.members.iter().map(v1::Member::from).collect(),
+            connect_timeout_ms: ms(c.connect_timeout),
+            response_timeout_ms: ms(c.response_timeout),
+            retry_window_ms: ms(c.retry_window),
+            health_check: c.health_check.as_ref().map(|h| v1::HealthCheck {
+                path: h.path.clone(),
+                interval_ms: ms(h.interval),
+                timeout_ms: ms(h.timeout),
+                healthy_threshold: h.healthy_threshold,
+                unhealthy_threshold: h.unhealthy_threshold,
+            }),
+        }
+    }
+}
+
+impl From<&Member> for v1::Member {
+    fn from(m: &Member) -> Self {
+        v1::Member {
+            id: m.id.clone(),
+            url: m.url.clone(),
+            weight: m.weight,
+            state: m.state.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<&Route> for v1::Route {
+    fn from(r: &Route) -> Self {
+        v1::Route {
+            name: r.name.clone(),
+            host: r.host.clone(),
+            path_prefix: r.path_prefix.clone(),
+            cluster: r.cluster.clone(),
+            rewrite_prefix: r.rewrite_prefix.clone(),
+            preserve_host: r.preserve_host,
+            rewrite_redirects: r.rewrite_redirects,
+        }
+    }
+}
+
+impl TryFrom<v1::Snapshot> for Snapshot {
+    type Error = ConvertError;
+
+    fn try_from(s: v1::Snapshot) -> Result<Self, Self::Error> {
+        let clusters = s
+            .clusters
+            .into_iter()
+            .map(Cluster::try_from)
+            .collect::<Result<_, _>>()?;
+        let routes = s.routes.into_iter().map(Route::from).collect();
+        Ok(Snapshot {
+            version: s.version,
+            store_id: s.store_id,
+            hash: s.hash,
+            config: Config { clusters, routes },
+        })
+    }
+}
+
+impl TryFrom<v1::Cluster> for Cluster {
+    type Error = ConvertError;
+
+    fn try_from(c: v1::Cluster) -> Result<Self, Self::Error> {
+        let field = |name: &str| format!("cluster {:?} {name}", c.name);
+        let policy = Policy::parse(&c.policy).ok_or_else(|| ConvertError {
+            field: field("policy"),
+            reason: format!("unknown policy {:?}", c.policy),
+        })?;
+        let health_check = match c.health_check {
+            Some(h) => Some(HealthCheck {
+                path: h.path,
+                interval: dur(&field("health_check.interval"), h.interval_ms)?,
+                timeout: dur(&field("health_check.timeout"), h.timeout_ms)?,
+                healthy_threshold: h.healthy_threshold,
+                unhealthy_threshold: h.unhealthy_threshold,
+            }),
+            None => None,
+        };
+        let mut members = Vec::with_capacity(c.members.len());
+        for m in c.members {
+            let state = MemberState::parse(&m.state).ok_or_else(|| ConvertError {
+                field: field(&format!("member {:?} state", m.id)),
+                reason: format!("unknown state {:?}", m.state),
+            })?;
+            members.push(Member {
+                id: m.id,
+                url: m.url,
+                weight: m.weight,
+                state,
+            });
+        }
+        Ok(Cluster {
+            policy,
+            members,
+            connect_timeout: dur(&field("connect_timeout"), c.connect_timeout_ms)?,
+            response_timeout: dur(&field("response_timeout"), c.response_timeout_ms)?,
+            retry_window: Dur::from_millis(c.retry_window_ms),
+            health_check,
+            name: c.name,
+        })
+    }
+}
+
+impl From<v1::Route> for Route {
+    fn from(r: v1::Route) -> Self {
+        Route {
+            name: r.name,
+            host: r.host,
+            path_prefix: r.path_prefix,
+            cluster: r.cluster,
+            rewrite_prefix: r.rewrite_prefix,
+            preserve_host: r.preserve_host,
+            rewrite_redirects: r.rewrite_redirects,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_round_trips_through_protobuf() {
+        let mut cluster = Cluster::new("mycluster");
+        cluster.members.push(Member {
+            id: "a".into(),
+            url: "http://127.0.0.1:1".into(),
+            weight: 5,
+            state: MemberState::Standby,
+        });
+        cluster.health_check = Some(HealthCheck::default());
+        let mut route = Route::new("web", "/app/", "mycluster");
+        route.rewrite_prefix = Some("/".into());
+        route.host = Some("example.com".into());
+        let snapshot = Snapshot::new(
+            7,
+            "store",
+            Config {
+                clusters: vec![cluster],
+                routes: vec![route],
+            },
+        );
+        let back = Snapshot::try_from(v1::Snapshot::from(&snapshot)).unwrap();
+        assert_eq!(back, snapshot);
+    }
+
+    #[test]
+    fn unknown_member_state_names_the_field() {
+        let mut proto = v1::Cluster::from(&Cluster::new("c"));
+        proto.members.push(v1::Member {
+            id: "m".into(),
+            url: "http://a:1".into(),
+            weight: 1,
+            state: "sleepy".into(),
+        });
+        let err = Cluster::try_from(proto).unwrap_err();
+        assert!(err.to_string().contains("member \"m\" state"), "{err}");
+    }
+}

@@ -1,0 +1,124 @@
+//! A snapshot: the whole config at one version, as pushed to data planes,
+//! kept in the control plane's state file and in the data planes' cache files.
+
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Cluster, Config, Route};
+
+/// The whole config at one version of one store.
+///
+/// Its JSON is the shape of `GET /api/v1/config`:
+/// `{ "version", "store_id", "hash", "clusters": [...], "routes": [...] }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: u64,
+    /// The id (epoch) of the store that made this version: a fresh store gets a new one.
+    pub store_id: String,
+    /// The hash of the canonical config (see [`config_hash`]).
+    pub hash: String,
+    pub config: Config,
+}
+
+/// The JSON document of a snapshot or of a whole config: `version`, `store_id`
+/// and `hash` are optional so that a config read with `GET` can be sent back.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDocument {
+    #[serde(default)]
+    pub version: Option<u64>,
+    #[serde(default)]
+    pub store_id: Option<String>,
+    #[serde(default)]
+    pub hash: Option<String>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+impl ConfigDocument {
+    pub fn into_config(self) -> Config {
+        Config {
+            clusters: self.clusters,
+            routes: self.routes,
+        }
+    }
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Snapshot", 5)?;
+        s.serialize_field("version", &self.version)?;
+        s.serialize_field("store_id", &self.store_id)?;
+        s.serialize_field("hash", &self.hash)?;
+        s.serialize_field("clusters", &self.config.clusters)?;
+        s.serialize_field("routes", &self.config.routes)?;
+        s.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Snapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let doc = ConfigDocument::deserialize(deserializer)?;
+        Ok(Snapshot {
+            version: doc.version.unwrap_or(0),
+            store_id: doc.store_id.clone().unwrap_or_default(),
+            hash: doc.hash.clone().unwrap_or_default(),
+            config: doc.into_config(),
+        })
+    }
+}
+
+/// The SHA-256 (hex) of a config's canonical JSON. The control plane keeps
+/// clusters and routes sorted by name, which makes its JSON canonical.
+pub fn config_hash(config: &Config) -> String {
+    let mut hasher = Sha256::new();
+    // Serializing plain structs of strings and numbers cannot fail.
+    if let Ok(json) = serde_json::to_vec(config) {
+        hasher.update(&json);
+    }
+    let digest = hasher.finalize();
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+impl Snapshot {
+    /// A snapshot of `config` at `version`, with its hash computed.
+    pub fn new(version: u64, store_id: impl Into<String>, config: Config) -> Self {
+        let hash = config_hash(&config);
+        Snapshot {
+            version,
+            store_id: store_id.into(),
+            hash,
+            config,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_round_trips_and_refuses_unknown_fields() {
+        let snapshot = Snapshot::new(
+            3,
+            "s1",
+            Config {
+                clusters: vec![Cluster::new("c")],
+                routes: vec![],
+            },
+        );
+        let json = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(json["version"], 3);
+        assert_eq!(json["clusters"][0]["name"], "c");
+        let back: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, snapshot);
+        assert!(serde_json::from_str::<Snapshot>(r#"{"clustres": []}"#).is_err());
+    }
+}

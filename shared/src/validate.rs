@@ -1,0 +1,391 @@
+//! Validation of the config model: every rule a change must pass before it is
+//! stored, pushed or applied. Both sides run the same rules, so a data plane
+//! refuses (NACKs) exactly what the control plane would have refused.
+
+use std::collections::HashSet;
+
+use http::Uri;
+
+use crate::model::{Cluster, Config, HealthCheck, Member, Route};
+
+/// Why a change was refused; the kind decides the HTTP status the API answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input itself is wrong (400).
+    Invalid,
+    /// It names something that does not exist (404).
+    NotFound,
+    /// It clashes with what is there (409).
+    Conflict,
+}
+
+impl ConfigError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ConfigError {
+            kind: ErrorKind::Invalid,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ConfigError {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ConfigError {
+            kind: ErrorKind::Conflict,
+            message: message.into(),
+        }
+    }
+}
+
+/// The scheme of a member's URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// A member's URL, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemberAddr {
+    pub scheme: Scheme,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl MemberAddr {
+    /// `host:port`, the default id of a member and the `Host` header sent to it.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// `scheme://host:port`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        format!("{scheme}://{}", self.authority())
+    }
+}
+
+/// The largest weight a member may have.
+pub const MAX_WEIGHT: u32 = 100;
+const MAX_NAME_LEN: usize = 64;
+
+/// Parses a member URL: `http(s)://host[:port]`, with no path, query or user info.
+pub fn parse_member_url(url: &str) -> Result<MemberAddr, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::invalid(format!(
+            "member url {url:?} is invalid: {why}; expected http(s)://host:port with no path"
+        ))
+    };
+    let uri: Uri = url.parse().map_err(|_| bad("it is not a URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::Http,
+        Some("https") => Scheme::Https,
+        Some(_) => return Err(bad("the scheme must be http or https")),
+        None => return Err(bad("the scheme is missing")),
+    };
+    let authority = uri.authority().ok_or_else(|| bad("the host is missing"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("user info is not allowed"));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("it has a path or query"));
+    }
+    let port = match authority.port_u16() {
+        Some(0) => return Err(bad("port 0 is not allowed")),
+        Some(port) => port,
+        None if authority.as_str().ends_with(':') => return Err(bad("the port is empty")),
+        None if scheme == Scheme::Http => 80,
+        None => 443,
+    };
+    Ok(MemberAddr {
+        scheme,
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// Checks a cluster or route name: 1 to 64 letters, digits, `-` and `_`.
+pub fn validate_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::invalid(format!("{what} name is empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(ConfigError::invalid(format!(
+            "{what} name {name:?} is longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError::invalid(format!(
+            "{what} name {name:?} may contain only letters, digits, '-' and '_'"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_member_id(id: &str) -> Result<(), ConfigError> {
+    let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b"-_.:[]".contains(&b);
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(ok_byte) {
+        return Err(ConfigError::invalid(format!(
+            "member id {id:?} must be 1 to 128 letters, digits, '-', '_', '.', ':', '[' or ']'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one member and fills in its id from its URL when it has none.
+pub fn normalize_member(member: &mut Member) -> Result<MemberAddr, ConfigError> {
+    let addr = parse_member_url(&member.url)?;
+    if member.id.is_empty() {
+        member.id = addr.authority();
+    }
+    validate_member_id(&member.id)?;
+    if !(1..=MAX_WEIGHT).contains(&member.weight) {
+        return Err(ConfigError::invalid(format!(
+            "member {:?}: weight must be 1..={MAX_WEIGHT}, got {}",
+            member.id, member.weight
+        )));
+    }
+    Ok(addr)
+}
+
+/// Checks a cluster and fills in its members' ids.
+pub fn normalize_cluster(cluster: &mut Cluster) -> Result<(), ConfigError> {
+    validate_name("cluster", &cluster.name)?;
+    let name = cluster.name.clone();
+    let in_cluster = |e: ConfigError| ConfigError {
+        message: format!("cluster {name:?}: {}", e.message),
+        ..e
+    };
+    for (what, d) in [
+        ("connect_timeout", cluster.connect_timeout),
+        ("response_timeout", cluster.response_timeout),
+    ] {
+        if d.0.is_zero() {
+            return Err(in_cluster(ConfigError::invalid(format!(
+                "{what} must be greater than 0"
+            ))));
+        }
+    }
+    if let Some(check) = &cluster.health_check {
+        validate_health_check(check).map_err(in_cluster)?;
+    }
+    let mut ids = HashSet::new();
+    let mut addrs = HashSet::new();
+    for member in &mut cluster.members {
+        let addr = normalize_member(member).map_err(in_cluster)?;
+        if !ids.insert(member.id.clone()) {
+            return Err(in_cluster(ConfigError::invalid(format!(
+                "member id {:?} appears twice",
+                member.id
+            ))));
+        }
+        if !addrs.insert(addr) {
+            return Err(in_cluster(ConfigError::invalid(format!(
+                "member url {:?} appears twice",
+                member.url
+            ))));
+        }
+    }
+    Ok(())
+}
+
+fn validate_health_check(check: &HealthCheck) -> Result<(), ConfigError> {
+    if !check.path.starts_with('/') {
+        return Err(ConfigError::invalid(format!(
+            "health_check path {:?} must start with '/'",
+            check.path
+        )));
+    }
+    if check.interval.0.is_zero() || check.timeout.0.is_zero() {
+        return Err(ConfigError::invalid(
+            "health_check interval and timeout must be greater than 0",
+        ));
+    }
+    if check.healthy_threshold == 0 || check.unhealthy_threshold == 0 {
+        return Err(ConfigError::invalid(
+            "health_check thresholds must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a route on its own (not whether its cluster exists); lower-cases its host.
+pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
+    validate_name("route", &route.name)?;
+    let name = &route.name;
+    if !route.path_prefix.starts_with('/') {
+        return Err(ConfigError::invalid(format!(
+            "route {name:?}: path_prefix {:?} must start with '/'",
+            route.path_prefix
+        )));
+    }
+    if route
+        .path_prefix
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?' || b == b'#')
+    {
+        return Err(ConfigError::invalid(format!(
+            "route {name:?}: path_prefix {:?} may not contain spaces, '?' or '#'",
+            route.path_prefix
+        )));
+    }
+    if let Some(rewrite) = &route.rewrite_prefix
+        && (!rewrite.starts_with('/')
+            || rewrite
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#'))
+    {
+        return Err(ConfigError::invalid(format!(
+            "route {name:?}: rewrite_prefix {rewrite:?} must start with '/' and have no spaces, '?' or '#'"
+        )));
+    }
+    if let Some(host) = &mut route.host {
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*');
+        if !valid {
+            return Err(ConfigError::invalid(format!(
+                "route {name:?}: host {host:?} must be a host name without port (letters, digits, '-', '.')"
+            )));
+        }
+        *host = host.to_ascii_lowercase();
+    }
+    validate_name("cluster", &route.cluster)
+        .map_err(|e| ConfigError::invalid(format!("route {name:?}: {}", e.message)))?;
+    Ok(())
+}
+
+/// Checks a whole config: every cluster and route, unique names, routes that
+/// lead to existing clusters, no two routes with the same host and prefix.
+pub fn validate_config(config: &mut Config) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    for cluster in &mut config.clusters {
+        normalize_cluster(cluster)?;
+        if !names.insert(cluster.name.as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "cluster {:?} appears twice",
+                cluster.name
+            )));
+        }
+    }
+    let mut route_names = HashSet::new();
+    let mut matches = HashSet::new();
+    for route in &mut config.routes {
+        normalize_route(route)?;
+        if !names.contains(route.cluster.as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "route {:?}: cluster {:?} does not exist",
+                route.name, route.cluster
+            )));
+        }
+        if !route_names.insert(route.name.as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "route {:?} appears twice",
+                route.name
+            )));
+        }
+        if !matches.insert((route.host.as_deref(), route.path_prefix.as_str())) {
+            return Err(ConfigError::invalid(format!(
+                "route {:?}: another route already matches host {:?} and path_prefix {:?}",
+                route.name, route.host, route.path_prefix
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_urls() {
+        let addr = parse_member_url("http://127.0.0.1:8080").unwrap();
+        assert_eq!(addr.authority(), "127.0.0.1:8080");
+        assert_eq!(
+            parse_member_url("http://Backend/").unwrap().authority(),
+            "backend:80"
+        );
+        assert_eq!(
+            parse_member_url("https://[::1]:8443").unwrap().authority(),
+            "[::1]:8443"
+        );
+        for bad in [
+            "127.0.0.1:8080",
+            "ftp://a:1",
+            "http://a:1/app",
+            "http://u@a:1",
+            "http://a:1?x",
+            "http://:80",
+            "x",
+        ] {
+            assert!(parse_member_url(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("cluster", "my_cluster-2").is_ok());
+        assert!(validate_name("cluster", "").is_err());
+        assert!(validate_name("cluster", "a b").is_err());
+        assert!(validate_name("cluster", "a/b").is_err());
+    }
+
+    #[test]
+    fn member_ids_default_and_weights_are_bounded() {
+        let mut cluster = Cluster::new("c");
+        cluster.members.push(Member::new("http://127.0.0.1:8080"));
+        normalize_cluster(&mut cluster).unwrap();
+        assert_eq!(cluster.members[0].id, "127.0.0.1:8080");
+        cluster.members[0].weight = 101;
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(err.message.contains("weight must be 1..=100"), "{err}");
+        cluster.members[0].weight = 1;
+        cluster.members.push(Member::new("http://127.0.0.1:8080"));
+        assert!(normalize_cluster(&mut cluster).is_err());
+    }
+
+    #[test]
+    fn routes_need_their_cluster() {
+        let mut config = Config::default();
+        config.routes.push(Route::new("web", "/", "missing"));
+        let err = validate_config(&mut config).unwrap_err();
+        assert!(err.message.contains("does not exist"), "{err}");
+        config.clusters.push(Cluster::new("missing"));
+        validate_config(&mut config).unwrap();
+        config.routes.push(Route::new("web2", "/", "missing"));
+        assert!(validate_config(&mut config).is_err());
+    }
+}
