@@ -86,7 +86,7 @@ pub enum MemberState {
 }
 
 /// Active health checking of a cluster's members (mod_proxy_hcheck).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(default = "default_health_path")]
@@ -151,12 +151,16 @@ impl Serialize for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map(Dur).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write it like \"500ms\" or \"2s\""
-            ))
-        })
+        parse_duration(&text)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
+}
+
+/// Parses a human duration (`"500ms"`, `"2s"`, `"1m 30s"`), with an error that says how to write one.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}); write it like \"500ms\" or \"2s\""))
 }
 
 fn default_connect_timeout() -> Dur {

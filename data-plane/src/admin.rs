@@ -1,0 +1,115 @@
+//! The admin endpoint: liveness, readiness (a snapshot is applied) and the
+//! version and hash the replica runs.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::state::State;
+
+/// Serves the admin endpoint until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "Admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = crate::stopped(&mut shutdown) => return,
+        };
+        let state = state.clone();
+        let service = service_fn(move |request| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, &request)) }
+        });
+        tokio::spawn(async move {
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%error, "Admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "only GET is allowed"}),
+        );
+    }
+    let running = state.running();
+    match request.uri().path() {
+        "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        "/readyz" => match running {
+            Some(running) => json(
+                StatusCode::OK,
+                serde_json::json!({"status": "ready", "version": running.version}),
+            ),
+            None => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "not ready", "error": "no snapshot applied yet (no cache and no control plane)"}),
+            ),
+        },
+        "/config" => match running {
+            Some(running) => json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "node_id": state.node_id,
+                    "version": running.version,
+                    "store_id": running.store_id,
+                    "hash": running.hash,
+                }),
+            ),
+            None => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"node_id": state.node_id, "version": 0, "error": "no snapshot applied yet"}),
+            ),
+        },
+        "/members" => json(
+            StatusCode::OK,
+            serde_json::Value::Array(
+                state
+                    .member_health()
+                    .into_iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "cluster": m.cluster, "member_id": m.member_id,
+                            "healthy": m.healthy, "detail": m.detail,
+                        })
+                    })
+                    .collect(),
+            ),
+        ),
+        path => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("no admin endpoint at {path}")}),
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

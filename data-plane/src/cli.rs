@@ -1,0 +1,148 @@
+//! The `switchyard-data-plane` command line: flags (each with an environment
+//! variable), logging, the runtime, binding, and signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use switchyard_shared::telemetry::{self, LogFormat};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::Settings;
+
+/// A Switchyard data-plane replica: proxies and balances HTTP traffic with the
+/// routing table the control plane streams to it.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-data-plane", version)]
+pub struct Args {
+    /// Control-plane gRPC URL; repeat (or separate with commas) to give several.
+    #[arg(
+        long = "control-plane",
+        env = "SWITCHYARD_CONTROL_PLANE",
+        value_delimiter = ','
+    )]
+    pub control_planes: Vec<String>,
+    /// Address the proxy listens on (HTTP/1.1 and h2c).
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Address of the admin endpoint (/healthz, /readyz, /config).
+    #[arg(
+        long,
+        env = "SWITCHYARD_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9901"
+    )]
+    pub admin_listen: SocketAddr,
+    /// This replica's name as the control plane shows it (default: the host name).
+    #[arg(long, env = "SWITCHYARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where to keep the last good snapshot, loaded at start.
+    #[arg(long, env = "SWITCHYARD_CACHE_FILE")]
+    pub cache_file: Option<PathBuf>,
+    /// Worker threads (default: one per CPU).
+    #[arg(long, env = "SWITCHYARD_WORKERS")]
+    pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime_duration)]
+    pub shutdown_grace: Duration,
+    /// Log format.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    switchyard_shared::model::parse_duration(text)
+}
+
+/// Runs the data plane with the process's arguments.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "Cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "Data plane failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(args: Args) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
+    for url in &args.control_planes {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("--control-plane {url:?}: expected a URL such as http://127.0.0.1:18000");
+        }
+    }
+    let node_id = args.node_id.clone().unwrap_or_else(host_name);
+    info!(listen.addr = %listener.local_addr()?, admin.addr = %admin.local_addr()?, node.id = %node_id, "Listening");
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("Shutting down");
+        stop.send_replace(true);
+    });
+    let settings = Settings {
+        control_planes: args.control_planes,
+        node_id,
+        cache_file: args.cache_file,
+        shutdown_grace: args.shutdown_grace,
+    };
+    crate::run(listener, admin, settings, shutdown).await?;
+    Ok(())
+}
+
+/// The machine's host name, the default node id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "switchyard-data-plane".to_owned())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                // Without a SIGTERM handler, Ctrl-C still works.
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,188 @@
+//! The config client: one gRPC stream to a control plane, kept open. It says
+//! hello with what the replica runs, applies every snapshot it is sent, answers
+//! ACK or NACK, and reports member health. Reconnecting lives here, in one
+//! place: capped, jittered exponential backoff across the control planes given.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_shared::Snapshot;
+use switchyard_shared::proto::v1::{self, config_discovery_client::ConfigDiscoveryClient};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tracing::{debug, info, warn};
+
+use crate::state::State;
+
+/// Smallest and largest wait before reconnecting.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often member health is compared with what was last reported.
+const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("invalid control-plane address {0:?}: {1}")]
+    Address(String, tonic::transport::Error),
+    #[error("cannot connect: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("stream failed: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("the control plane closed the stream")]
+    Closed,
+}
+
+/// Exponential backoff with full jitter, reset after a good message.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+
+    /// The wait before the next attempt: between half and all of the current step.
+    fn delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        step.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// Runs the config client until `shutdown` turns true.
+pub async fn run(state: Arc<State>, endpoints: Vec<String>, mut shutdown: watch::Receiver<bool>) {
+    if endpoints.is_empty() {
+        warn!("No control plane given: serving the cached snapshot only");
+        return;
+    }
+    let mut backoff = Backoff::new();
+    for endpoint in endpoints.iter().cycle() {
+        let session = session(&state, endpoint, &mut backoff);
+        let result = tokio::select! {
+            result = session => result,
+            () = crate::stopped(&mut shutdown) => return,
+        };
+        if let Err(error) = result {
+            warn!(control_plane = %endpoint, %error, "Config stream ended");
+        }
+        let delay = backoff.delay();
+        debug!(?delay, "Reconnecting after backoff");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = crate::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// One stream: hello, then snapshots in and ACK/NACK and health reports out.
+async fn session(
+    state: &Arc<State>,
+    endpoint: &str,
+    backoff: &mut Backoff,
+) -> Result<(), StreamError> {
+    let channel = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| StreamError::Address(endpoint.to_owned(), e))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(StreamError::Connect)?;
+    let mut client =
+        ConfigDiscoveryClient::new(channel).max_decoding_message_size(512 * 1024 * 1024);
+    let (outbound, receiver) = mpsc::channel(16);
+    let running = state.running().unwrap_or_default();
+    let hello = v1::Hello {
+        node_id: state.node_id.clone(),
+        version: running.version,
+        store_id: running.store_id,
+        hash: running.hash,
+    };
+    send(&outbound, v1::data_plane_message::Kind::Hello(hello)).await?;
+    let mut inbound = client
+        .stream(ReceiverStream::new(receiver))
+        .await?
+        .into_inner();
+    info!(control_plane = %endpoint, "Connected to the control plane");
+    let mut health_tick = tokio::time::interval(HEALTH_REPORT_INTERVAL);
+    let mut reported = Vec::new();
+    loop {
+        tokio::select! {
+            message = inbound.message() => {
+                let Some(message) = message? else { return Err(StreamError::Closed) };
+                backoff.reset();
+                if let Some(v1::control_plane_message::Kind::Snapshot(snapshot)) = message.kind {
+                    let reply = apply(state, snapshot).await;
+                    send(&outbound, reply).await?;
+                }
+            }
+            _ = health_tick.tick() => {
+                let members = state.member_health();
+                if members != reported {
+                    reported = members.clone();
+                    send(&outbound, v1::data_plane_message::Kind::Health(v1::HealthReport { members })).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn send(
+    outbound: &mpsc::Sender<v1::DataPlaneMessage>,
+    kind: v1::data_plane_message::Kind,
+) -> Result<(), StreamError> {
+    outbound
+        .send(v1::DataPlaneMessage { kind: Some(kind) })
+        .await
+        .map_err(|_| StreamError::Closed)
+}
+
+/// Applies a snapshot off the async workers and says what to answer.
+async fn apply(state: &Arc<State>, snapshot: v1::Snapshot) -> v1::data_plane_message::Kind {
+    let version = snapshot.version;
+    let state = state.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        let snapshot = Snapshot::try_from(snapshot).map_err(|e| e.to_string())?;
+        state.apply(snapshot)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("applying the snapshot failed: {e}")));
+    match applied {
+        Ok(running) => v1::data_plane_message::Kind::Ack(v1::Ack {
+            version: running.version,
+            hash: running.hash,
+        }),
+        Err(error) => {
+            warn!(version, %error, "Refused snapshot (NACK)");
+            v1::data_plane_message::Kind::Nack(v1::Nack { version, error })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new();
+        let first = backoff.delay();
+        assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN);
+        for _ in 0..20 {
+            assert!(backoff.delay() <= BACKOFF_MAX);
+        }
+        assert_eq!(backoff.next, BACKOFF_MAX);
+        backoff.reset();
+        assert!(backoff.delay() <= BACKOFF_MIN);
+    }
+}

@@ -1,0 +1,130 @@
+//! Active health checks (mod_proxy_hcheck): one task per checked member that
+//! asks the member for the cluster's check path and flips the member's health
+//! after N agreeing answers. Tasks follow the table: a swap starts the checks of
+//! new members and stops those of members that are gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{Request, header};
+use switchyard_shared::HealthCheck;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::body::UpstreamBody;
+use crate::table::{MemberEntry, Table};
+use crate::upstream::MemberShared;
+
+/// The running checks, keyed by member state and check settings.
+#[derive(Debug, Default)]
+pub struct HealthChecks {
+    running: HashMap<(usize, HealthCheck), Check>,
+}
+
+#[derive(Debug)]
+struct Check(JoinHandle<()>);
+
+impl Drop for Check {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl HealthChecks {
+    /// Runs exactly the checks that `table` asks for; must be called within a runtime.
+    pub fn reconcile(&mut self, table: &Table) {
+        let mut wanted = HashMap::new();
+        for cluster in &table.clusters {
+            let Some(check) = &cluster.health_check else {
+                continue;
+            };
+            for member in &cluster.members {
+                let key = (Arc::as_ptr(&member.shared) as usize, check.clone());
+                let running = self.running.remove(&key);
+                let task = running.unwrap_or_else(|| {
+                    Check(spawn_check(cluster.name.clone(), member, check.clone()))
+                });
+                wanted.insert(key, task);
+            }
+        }
+        // Whatever is left in `running` is no longer wanted; dropping aborts it.
+        self.running = wanted;
+        // Members that are no longer checked are healthy again.
+        for cluster in table.clusters.iter().filter(|c| c.health_check.is_none()) {
+            for member in &cluster.members {
+                if !member.shared.is_healthy() {
+                    member.shared.set_healthy(true, None);
+                }
+            }
+        }
+    }
+}
+
+fn spawn_check(cluster: String, member: &MemberEntry, check: HealthCheck) -> JoinHandle<()> {
+    let shared = member.shared.clone();
+    let host = member.host_header.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(check.interval.0);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut successes, mut failures) = (0u32, 0u32);
+        loop {
+            interval.tick().await;
+            match probe(&shared, &host, &check).await {
+                Ok(()) => {
+                    successes = successes.saturating_add(1);
+                    failures = 0;
+                    if !shared.is_healthy() && successes >= check.healthy_threshold {
+                        info!(cluster = %cluster, member.id = %shared.id, "Member is healthy again");
+                        shared.set_healthy(true, None);
+                    }
+                }
+                Err(why) => {
+                    failures = failures.saturating_add(1);
+                    successes = 0;
+                    if shared.is_healthy() && failures >= check.unhealthy_threshold {
+                        warn!(cluster = %cluster, member.id = %shared.id, reason = %why, "Member is unhealthy");
+                        shared.set_healthy(false, Some(why));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// One check: a GET of the check path that must answer 2xx or 3xx in time.
+async fn probe(
+    member: &MemberShared,
+    host: &http::HeaderValue,
+    check: &HealthCheck,
+) -> Result<(), String> {
+    let uri = http::Uri::builder()
+        .scheme(member.scheme.clone())
+        .authority(member.authority.clone())
+        .path_and_query(check.path.as_str())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = Request::new(UpstreamBody::Empty);
+    *request.uri_mut() = uri;
+    request.headers_mut().insert(header::HOST, host.clone());
+    request.headers_mut().insert(
+        header::USER_AGENT,
+        http::HeaderValue::from_static("switchyard-health-check"),
+    );
+    let response = tokio::time::timeout(check.timeout.0, member.client().request(request))
+        .await
+        .map_err(|_| format!("no answer to GET {} within {}", check.path, check.timeout))?
+        .map_err(|e| format!("GET {}: {e}", check.path))?;
+    let status = response.status();
+    // Read the body so the connection goes back to the pool.
+    if http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .is_err()
+    {
+        return Err(format!("GET {}: the body was cut off", check.path));
+    }
+    if status.is_success() || status.is_redirection() {
+        Ok(())
+    } else {
+        Err(format!("GET {} answered {status}", check.path))
+    }
+}

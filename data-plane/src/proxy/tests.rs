@@ -1,0 +1,124 @@
+use super::*;
+use crate::table::compile;
+use crate::upstream::Registry;
+use switchyard_shared::{Cluster, Config, Member, Route, Snapshot};
+
+fn table(route: Route) -> Table {
+    let mut cluster = Cluster::new("c");
+    cluster.members.push(Member::new("http://127.0.0.1:8080"));
+    let mut snapshot = Snapshot::new(
+        1,
+        "s",
+        Config {
+            clusters: vec![cluster],
+            routes: vec![route],
+        },
+    );
+    compile(&mut snapshot, &Registry::default()).unwrap().0
+}
+
+fn app_route() -> Route {
+    let mut route = Route::new("app", "/app/", "c");
+    route.rewrite_prefix = Some("/".into());
+    route
+}
+
+#[test]
+fn prefix_is_rewritten_and_query_kept() {
+    let app = table(app_route());
+    let uri: Uri = "/app/x/y?q=1".parse().unwrap();
+    assert_eq!(rewrite_path(&app.routes[0], &uri), "/x/y?q=1");
+    let uri: Uri = "/app/".parse().unwrap();
+    assert_eq!(rewrite_path(&app.routes[0], &uri), "/");
+    let plain = table(Route::new("root", "/", "c"));
+    let uri: Uri = "/a?b".parse().unwrap();
+    assert_eq!(rewrite_path(&plain.routes[0], &uri), "/a?b");
+}
+
+#[test]
+fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, X-Secret"),
+    );
+    headers.insert("x-secret", HeaderValue::from_static("1"));
+    headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+    headers.insert("x-kept", HeaderValue::from_static("1"));
+    remove_hop_by_hop(&mut headers);
+    assert_eq!(headers.len(), 1, "{headers:?}");
+    assert!(headers.contains_key("x-kept"));
+}
+
+#[test]
+fn forwarded_headers_are_appended_and_set() {
+    let mut headers = HeaderMap::new();
+    headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+    headers.insert(&X_FORWARDED_HOST, HeaderValue::from_static("spoofed"));
+    let client = ClientInfo {
+        ip: HeaderValue::from_static("127.0.0.1"),
+    };
+    let host = HeaderValue::from_static("example.test");
+    rewrite_headers(
+        &mut headers,
+        Some(&host),
+        &client,
+        &HeaderValue::from_static("dp-1"),
+    );
+    assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+    assert_eq!(headers[&X_FORWARDED_HOST], "example.test");
+    assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+    assert_eq!(headers[&X_FORWARDED_SERVER], "dp-1");
+}
+
+#[test]
+fn redirects_of_the_member_become_client_urls() {
+    let app = table(app_route());
+    let (route, member) = (&app.routes[0], &app.clusters[0].members[0]);
+    let rewrite = |v| rewrite_location(v, route, member, "example.test:8000");
+    assert_eq!(
+        rewrite("http://127.0.0.1:8080/login").as_deref(),
+        Some("http://example.test:8000/app/login")
+    );
+    assert_eq!(
+        rewrite("HTTP://127.0.0.1:8080").as_deref(),
+        Some("http://example.test:8000")
+    );
+    assert_eq!(rewrite("/login").as_deref(), Some("/app/login"));
+    assert_eq!(rewrite("http://elsewhere/login"), None);
+    assert_eq!(rewrite("http://127.0.0.1:80800/x"), None);
+    assert_eq!(rewrite("//cdn/x"), None);
+
+    let root = table(Route::new("root", "/", "c"));
+    let (route, member) = (&root.routes[0], &root.clusters[0].members[0]);
+    assert_eq!(
+        rewrite_location("http://127.0.0.1:8080/a", route, member, "h").as_deref(),
+        Some("http://h/a")
+    );
+    assert_eq!(rewrite_location("/a", route, member, "h"), None);
+}
+
+#[test]
+fn errors_map_to_statuses() {
+    assert_eq!(ProxyError::NoRoute.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        ProxyError::NoMember("c".into()).status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let refused = ProxyError::AllRefused {
+        cluster: "c".into(),
+        last: "x".into(),
+    };
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let broken = ProxyError::Upstream {
+        member: "m".into(),
+        error: "reset".into(),
+    };
+    assert_eq!(broken.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        ProxyError::Timeout("m".into()).status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}

@@ -1,0 +1,259 @@
+//! The routing table: a snapshot compiled into what the request path needs,
+//! immutable once built and swapped in whole (see [`crate::discovery`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use switchyard_shared::validate::{self, ConfigError};
+use switchyard_shared::{HealthCheck, MemberState, Snapshot};
+
+use crate::routing::Router;
+use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
+
+/// One version of the config, ready to serve.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub version: u64,
+    pub store_id: String,
+    pub hash: String,
+    pub router: Router,
+    pub routes: Vec<RouteEntry>,
+    pub clusters: Vec<ClusterEntry>,
+}
+
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub name: String,
+    pub cluster: usize,
+    pub path_prefix: String,
+    /// What the prefix becomes upstream; `None` keeps the path.
+    pub rewrite_prefix: Option<String>,
+    pub preserve_host: bool,
+    pub rewrite_redirects: bool,
+}
+
+#[derive(Debug)]
+pub struct ClusterEntry {
+    pub name: String,
+    pub members: Vec<MemberEntry>,
+    pub shared: Arc<ClusterShared>,
+    pub response_timeout: Duration,
+    pub retry_window: Duration,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug)]
+pub struct MemberEntry {
+    pub shared: Arc<MemberShared>,
+    pub weight: u32,
+    pub state: MemberState,
+    /// The `Host` sent to the member when the route does not preserve the client's.
+    pub host_header: HeaderValue,
+    /// `scheme://host:port` in lower case, to recognise the member's own URLs in redirects.
+    pub base_url: String,
+}
+
+/// Why a snapshot could not be applied (the data plane NACKs it with this).
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("member {member:?} of cluster {cluster:?}: {error}")]
+    Member {
+        cluster: String,
+        member: String,
+        error: http::Error,
+    },
+    #[error("route {0:?} names unknown cluster {1:?}")]
+    UnknownCluster(String, String),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Environment variable of a fault-injection hook for tests: a snapshot with a
+/// cluster of this name is refused, as if it could not be applied.
+pub const REJECT_CLUSTER_ENV: &str = "SWITCHYARD_TEST_REJECT_CLUSTER";
+
+/// Validates `snapshot` and compiles it into a table, reusing the shared state
+/// of the clusters and members that `registry` already has.
+pub fn compile(
+    snapshot: &mut Snapshot,
+    registry: &Registry,
+) -> Result<(Table, Generation), CompileError> {
+    validate::validate_config(&mut snapshot.config)?;
+    if let Ok(rejected) = std::env::var(REJECT_CLUSTER_ENV)
+        && snapshot.config.cluster(&rejected).is_some()
+    {
+        return Err(CompileError::Rejected(format!(
+            "cluster {rejected:?} rejected by {REJECT_CLUSTER_ENV}"
+        )));
+    }
+    let mut generation = registry.begin();
+    let mut clusters = Vec::with_capacity(snapshot.config.clusters.len());
+    let mut cluster_index = HashMap::with_capacity(snapshot.config.clusters.len());
+    for cluster in &snapshot.config.clusters {
+        let mut members = Vec::with_capacity(cluster.members.len());
+        for member in &cluster.members {
+            let to_error = |error| CompileError::Member {
+                cluster: cluster.name.clone(),
+                member: member.id.clone(),
+                error,
+            };
+            let addr = validate::parse_member_url(&member.url)?;
+            let shared = generation
+                .member(
+                    registry,
+                    &cluster.name,
+                    &member.id,
+                    &addr,
+                    cluster.connect_timeout.0,
+                )
+                .map_err(to_error)?;
+            let default_port = match addr.scheme {
+                switchyard_shared::Scheme::Http => 80,
+                switchyard_shared::Scheme::Https => 443,
+            };
+            let host = if addr.port == default_port {
+                shared.authority.host().to_owned()
+            } else {
+                shared.authority.as_str().to_owned()
+            };
+            let host_header = HeaderValue::try_from(host).map_err(|e| to_error(e.into()))?;
+            members.push(MemberEntry {
+                base_url: addr.base_url().to_ascii_lowercase(),
+                shared,
+                weight: member.weight,
+                state: member.state,
+                host_header,
+            });
+        }
+        cluster_index.insert(cluster.name.as_str(), clusters.len());
+        clusters.push(ClusterEntry {
+            name: cluster.name.clone(),
+            shared: generation.cluster(registry, &cluster.name),
+            members,
+            response_timeout: cluster.response_timeout.0,
+            retry_window: cluster.retry_window.0,
+            health_check: cluster.health_check.clone(),
+        });
+    }
+    let mut router = Router::default();
+    let mut routes = Vec::with_capacity(snapshot.config.routes.len());
+    for route in &snapshot.config.routes {
+        let Some(&cluster) = cluster_index.get(route.cluster.as_str()) else {
+            return Err(CompileError::UnknownCluster(
+                route.name.clone(),
+                route.cluster.clone(),
+            ));
+        };
+        router.insert(route.host.as_deref(), &route.path_prefix, routes.len());
+        routes.push(RouteEntry {
+            name: route.name.clone(),
+            cluster,
+            path_prefix: route.path_prefix.clone(),
+            rewrite_prefix: route.rewrite_prefix.clone(),
+            preserve_host: route.preserve_host,
+            rewrite_redirects: route.rewrite_redirects,
+        });
+    }
+    let table = Table {
+        version: snapshot.version,
+        store_id: snapshot.store_id.clone(),
+        hash: snapshot.hash.clone(),
+        router,
+        routes,
+        clusters,
+    };
+    Ok((table, generation))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use switchyard_shared::{Cluster, Config, Member, Route};
+
+    /// A cluster of members on unused ports with the given weights and states.
+    pub(crate) fn cluster_of(members: &[(u32, MemberState)]) -> ClusterEntry {
+        let mut cluster = Cluster::new("c");
+        for (i, (weight, state)) in members.iter().enumerate() {
+            let mut member = Member::new(format!("http://127.0.0.1:{}", 10 + i));
+            member.weight = *weight;
+            member.state = *state;
+            cluster.members.push(member);
+        }
+        let mut snapshot = Snapshot::new(
+            1,
+            "s",
+            Config {
+                clusters: vec![cluster],
+                routes: vec![],
+            },
+        );
+        let (mut table, _) = compile(&mut snapshot, &Registry::default()).unwrap();
+        table.clusters.remove(0)
+    }
+
+    fn config(members: &[&str]) -> Snapshot {
+        let mut cluster = Cluster::new("web");
+        cluster.members = members.iter().map(|url| Member::new(*url)).collect();
+        let route = Route::new("root", "/", "web");
+        Snapshot::new(
+            1,
+            "s",
+            Config {
+                clusters: vec![cluster],
+                routes: vec![route],
+            },
+        )
+    }
+
+    #[test]
+    fn member_state_survives_a_swap() {
+        let mut registry = Registry::default();
+        let (first, generation) = compile(
+            &mut config(&["http://127.0.0.1:1", "http://127.0.0.1:2"]),
+            &registry,
+        )
+        .unwrap();
+        registry.commit(generation);
+        first.clusters[0].members[0]
+            .shared
+            .mark_failed(Duration::from_secs(60), "refused".into());
+        let (second, generation) = compile(
+            &mut config(&["http://127.0.0.1:1", "http://127.0.0.1:3"]),
+            &registry,
+        )
+        .unwrap();
+        registry.commit(generation);
+        assert!(Arc::ptr_eq(
+            &first.clusters[0].members[0].shared,
+            &second.clusters[0].members[0].shared
+        ));
+        assert!(second.clusters[0].members[0].shared.in_error());
+        assert!(!second.clusters[0].members[1].shared.in_error());
+        assert_eq!(registry.members().count(), 2);
+    }
+
+    #[test]
+    fn host_header_omits_default_port() {
+        let (table, _) = compile(
+            &mut config(&["http://backend", "http://127.0.0.1:8080"]),
+            &Registry::default(),
+        )
+        .unwrap();
+        assert_eq!(table.clusters[0].members[0].host_header, "backend");
+        assert_eq!(table.clusters[0].members[1].host_header, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn invalid_snapshots_are_refused() {
+        let mut snapshot = config(&["http://127.0.0.1:1"]);
+        snapshot.config.routes[0].cluster = "missing".into();
+        assert!(compile(&mut snapshot, &Registry::default()).is_err());
+        let mut snapshot = config(&["http://127.0.0.1:1"]);
+        snapshot.config.clusters[0].members[0].weight = 0;
+        assert!(compile(&mut snapshot, &Registry::default()).is_err());
+    }
+}
