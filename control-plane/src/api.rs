@@ -1,0 +1,702 @@
+//! The REST API (`/api/v1`, `/healthz`, `/metrics`): reads and writes of the
+//! config, and what every replica runs.
+//!
+//! **Every error is a JSON `{"error": "..."}` that says what was wrong, and
+//! leaves the state and version unchanged** — including bodies axum refuses,
+//! unknown paths (404) and wrong methods (405). Every write answers with the
+//! version that holds it and accepts `?wait=<duration>` to wait until every
+//! connected replica has applied that version.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use switchyard_shared::validate::{
+    normalize_member, normalize_route, parse_member_url, validate_name,
+};
+use switchyard_shared::{
+    Cluster, ConfigDocument, ConfigError, ErrorKind, Member, MemberState, Route, Snapshot,
+};
+use tracing::error;
+
+use crate::metrics::{Gauges, Metrics, WriteResult};
+use crate::registry::{Lagging, Registry, ReplicaView, WaitFailure};
+use crate::store::{Store, WriteError, Written};
+
+/// The largest request body: a whole config of thousands of members fits.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// The longest `?wait=` accepted.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// What the handlers share; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    store: Store,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+/// An API error: a status and a JSON body `{"error": ...}` (plus, for a
+/// write whose replicas did not apply it, `version` and `replicas`).
+#[derive(Debug)]
+pub enum AppError {
+    /// Refused input: 400, 404 or 409 by its kind.
+    Config(ConfigError),
+    /// The change could not be stored: 500.
+    Storage(String),
+    /// Any other status: no such endpoint (404), method (405), body too large (413).
+    Status(StatusCode, String),
+    /// The change was stored, but replicas refused it (502) or did not
+    /// apply it in time (504).
+    NotApplied {
+        status: StatusCode,
+        message: String,
+        version: u64,
+        replicas: Vec<Lagging>,
+    },
+}
+
+/// `{"version": N}`, the answer to a write.
+#[derive(Debug, Serialize)]
+pub struct VersionBody {
+    pub version: u64,
+}
+
+/// `{"id": ..., "version": N}`, the answer to adding a member.
+#[derive(Debug, Serialize)]
+pub struct MemberAdded {
+    pub id: String,
+    pub version: u64,
+}
+
+/// The body of `PATCH .../members/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberPatch {
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    state: Option<MemberState>,
+    /// Named only to answer with a clear error.
+    #[serde(default)]
+    url: Option<IgnoredAny>,
+    #[serde(default)]
+    id: Option<IgnoredAny>,
+}
+
+/// A JSON body whose rejections are JSON errors (400) with serde's message.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+/// Path parameters whose rejections are JSON errors (400).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+/// The `?wait=<duration>` of a write: how long to wait for the replicas.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wait(pub Option<Duration>);
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<String>,
+}
+
+impl AppState {
+    pub fn new(store: Store, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+        AppState {
+            store,
+            registry,
+            metrics,
+        }
+    }
+
+    /// Stores a change (see [`Store::update`]), counts it, and waits for the
+    /// replicas if asked.
+    async fn write<R, F>(&self, wait: Wait, change: F) -> Result<Written<R>, AppError>
+    where
+        F: FnOnce(&mut switchyard_shared::Config, &Snapshot) -> Result<R, ConfigError>
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        let result = self.store.update(change).await;
+        self.metrics.write(match &result {
+            Ok(written) if written.changed => WriteResult::Applied,
+            Ok(_) => WriteResult::Unchanged,
+            Err(WriteError::Rejected(_)) => WriteResult::Rejected,
+            Err(WriteError::Storage(_)) => WriteResult::Failed,
+        });
+        let written = result?;
+        if let Some(timeout) = wait.0 {
+            self.wait_applied(written.version, timeout).await?;
+        }
+        Ok(written)
+    }
+
+    async fn wait_applied(&self, version: u64, timeout: Duration) -> Result<(), AppError> {
+        let store_id = self.store.current().store_id.clone();
+        let failure = match self
+            .registry
+            .wait_applied(version, &store_id, timeout)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        let (status, message, replicas) = match failure {
+            WaitFailure::Nacked(replicas) => {
+                let why = replicas
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} nacked: {}",
+                            r.node_id,
+                            r.error.as_deref().unwrap_or("(no error given)")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let message = format!(
+                    "replicas did not apply version {version}: {why} (the change itself is stored as version {version})"
+                );
+                (StatusCode::BAD_GATEWAY, message, replicas)
+            }
+            WaitFailure::TimedOut(replicas) => {
+                let why = replicas
+                    .iter()
+                    .map(|r| format!("{} is at version {}", r.node_id, r.version))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let message = format!(
+                    "replicas did not apply version {version} within {}: {why} (the change itself is stored as version {version})",
+                    humantime::format_duration(timeout)
+                );
+                (StatusCode::GATEWAY_TIMEOUT, message, replicas)
+            }
+        };
+        Err(AppError::NotApplied {
+            status,
+            message,
+            version,
+            replicas,
+        })
+    }
+}
+
+/// The REST API over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/config", get(get_config).put(put_config))
+        .route("/api/v1/clusters", get(list_clusters))
+        .route(
+            "/api/v1/clusters/{name}",
+            get(get_cluster).put(put_cluster).delete(delete_cluster),
+        )
+        .route(
+            "/api/v1/clusters/{name}/members",
+            axum::routing::post(add_member),
+        )
+        .route(
+            "/api/v1/clusters/{name}/members/{id}",
+            axum::routing::patch(patch_member).delete(delete_member),
+        )
+        .route("/api/v1/routes", get(list_routes))
+        .route(
+            "/api/v1/routes/{name}",
+            get(get_route).put(put_route).delete(delete_route),
+        )
+        .route("/api/v1/dataplanes", get(list_dataplanes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let (connected, known) = app.registry.counts();
+    let text = app.metrics.render(Gauges {
+        config_version: app.store.current().version,
+        replicas_connected: connected,
+        replicas_known: known,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn get_config(State(app): State<AppState>) -> Json<Snapshot> {
+    Json(Snapshot::clone(&app.store.current()))
+}
+
+/// Replaces the whole config in one step; a `version` in the body must be the
+/// current one (compare-and-set), `store_id` and `hash` are ignored.
+async fn put_config(
+    State(app): State<AppState>,
+    wait: Wait,
+    ApiJson(document): ApiJson<ConfigDocument>,
+) -> Result<Json<VersionBody>, AppError> {
+    let expected = document.version;
+    let config = document.into_config();
+    let written = app
+        .write(wait, move |draft, current| {
+            if let Some(expected) = expected
+                && expected != current.version
+            {
+                return Err(ConfigError::conflict(format!(
+                    "config changed since version {expected} (the current version is {}); read it again and reapply your change",
+                    current.version
+                )));
+            }
+            *draft = config;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(VersionBody {
+        version: written.version,
+    }))
+}
+
+async fn list_clusters(State(app): State<AppState>) -> Json<Vec<Cluster>> {
+    Json(app.store.current().config.clusters.clone())
+}
+
+async fn get_cluster(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Cluster>, AppError> {
+    let current = app.store.current();
+    let cluster = current
+        .config
+        .cluster(&name)
+        .ok_or_else(|| no_cluster(&name))?;
+    Ok(Json(cluster.clone()))
+}
+
+/// Creates or replaces a cluster; answers 200 either way.
+async fn put_cluster(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    wait: Wait,
+    ApiJson(mut cluster): ApiJson<Cluster>,
+) -> Result<Json<VersionBody>, AppError> {
+    check_body_name("cluster", &name, &cluster.name)?;
+    validate_name("cluster", &name)?;
+    cluster.name.clone_from(&name);
+    let written = app
+        .write(wait, move |config, _| {
+            match config.cluster_mut(&name) {
+                Some(existing) => *existing = cluster,
+                None => config.clusters.push(cluster),
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Json(VersionBody {
+        version: written.version,
+    }))
+}
+
+async fn delete_cluster(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    wait: Wait,
+) -> Result<Json<VersionBody>, AppError> {
+    let written = app
+        .write(wait, move |config, _| {
+            let index = config
+                .clusters
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| no_cluster(&name))?;
+            let users: Vec<String> = config
+                .routes
+                .iter()
+                .filter(|r| r.cluster == name)
+                .map(|r| format!("{:?}", r.name))
+                .collect();
+            if !users.is_empty() {
+                return Err(ConfigError::conflict(format!(
+                    "cluster {name:?} is used by route {}; change or delete the route first",
+                    users.join(", ")
+                )));
+            }
+            config.clusters.remove(index);
+            Ok(())
+        })
+        .await?;
+    Ok(Json(VersionBody {
+        version: written.version,
+    }))
+}
+
+/// Adds a member; answers 201 with its id.
+async fn add_member(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    wait: Wait,
+    ApiJson(mut member): ApiJson<Member>,
+) -> Result<(StatusCode, Json<MemberAdded>), AppError> {
+    let addr = normalize_member(&mut member)?;
+    let id = member.id.clone();
+    let written = app
+        .write(wait, move |config, _| {
+            let cluster = config.cluster_mut(&name).ok_or_else(|| no_cluster(&name))?;
+            for existing in &cluster.members {
+                if existing.id == member.id {
+                    return Err(ConfigError::conflict(format!(
+                        "cluster {name:?} already has a member with id {:?}",
+                        member.id
+                    )));
+                }
+                if parse_member_url(&existing.url).is_ok_and(|a| a == addr) {
+                    return Err(ConfigError::conflict(format!(
+                        "cluster {name:?} already has member {:?} at {}",
+                        existing.id,
+                        addr.base_url()
+                    )));
+                }
+            }
+            cluster.members.push(member);
+            Ok(())
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MemberAdded {
+            id,
+            version: written.version,
+        }),
+    ))
+}
+
+/// Changes a member's weight or state; its url and id stay.
+async fn patch_member(
+    State(app): State<AppState>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+    wait: Wait,
+    ApiJson(patch): ApiJson<MemberPatch>,
+) -> Result<Json<VersionBody>, AppError> {
+    if patch.url.is_some() || patch.id.is_some() {
+        return Err(AppError::Config(ConfigError::invalid(
+            "a member's url and id cannot be changed; delete the member and add a new one",
+        )));
+    }
+    let written = app
+        .write(wait, move |config, _| {
+            let cluster = config.cluster_mut(&name).ok_or_else(|| no_cluster(&name))?;
+            let member = cluster
+                .members
+                .iter_mut()
+                .find(|m| m.id == id)
+                .ok_or_else(|| no_member(&name, &id))?;
+            if let Some(weight) = patch.weight {
+                member.weight = weight;
+            }
+            if let Some(state) = patch.state {
+                member.state = state;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Json(VersionBody {
+        version: written.version,
+    }))
+}
+
+async fn delete_member(
+    State(app): State<AppState>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+    wait: Wait,
+) -> Result<Json<VersionBody>, AppError> {
+    let written = app
+        .write(wait, move |config, _| {
+            let cluster = config.cluster_mut(&name).ok_or_else(|| no_cluster(&name))?;
+            let index = cluster
+                .members
+                .iter()
+                .position(|m| m.id == id)
+                .ok_or_else(|| no_member(&name, &id))?;
+            cluster.members.remove(index);
+            Ok(())
+        })
+        .await?;
+    Ok(Json(VersionBody {
+        version: written.version,
+    }))
+}
+
+async fn list_routes(State(app): State<AppState>) -> Json<Vec<Route>> {
+    Json(app.store.current().config.routes.clone())
+}
+
+async fn get_route(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Route>, AppError> {
+    let current = app.store.current();
+    let route = current.config.route(&name).ok_or_else(|| no_route(&name))?;
+    Ok(Json(route.clone()))
+}
+
+/// Creates or replaces a route; answers 200 either way. Its cluster must
+/// exist (400); another route with the same host and prefix is a 409.
+async fn put_route(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    wait: Wait,
+    ApiJson(mut route): ApiJson<Route>,
+) -> Result<Json<VersionBody>, AppError> {
+    check_body_name("route", &name, &route.name)?;
+    route.name.clone_from(&name);
+    normalize_route(&mut route)?;
+    let written = app
+        .write(wait, move |config, _| {
+            if config.cluster(&route.cluster).is_none() {
+                return Err(ConfigError::invalid(format!(
+                    "route {:?}: cluster {:?} does not exist",
+                    route.name, route.cluster
+                )));
+            }
+            if let Some(other) = config.routes.iter().find(|r| {
+                r.name != route.name && r.host == route.host && r.path_prefix == route.path_prefix
+            }) {
+                return Err(ConfigError::conflict(format!(
+                    "route {:?}: route {:?} already matches host {} and path_prefix {:?}",
+                    route.name,
+                    other.name,
+                    route
+                        .host
+                        .as_deref()
+                        .map_or("(any)".to_owned(), |h| format!("{h:?}")),
+                    route.path_prefix
+                )));
+            }
+            match config.routes.iter_mut().find(|r| r.name == route.name) {
+                Some(existing) => *existing = route,
+                None => config.routes.push(route),
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Json(VersionBody {
+        version: written.version,
+    }))
+}
+
+async fn delete_route(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    wait: Wait,
+) -> Result<Json<VersionBody>, AppError> {
+    let written = app
+        .write(wait, move |config, _| {
+            let index = config
+                .routes
+                .iter()
+                .position(|r| r.name == name)
+                .ok_or_else(|| no_route(&name))?;
+            config.routes.remove(index);
+            Ok(())
+        })
+        .await?;
+    Ok(Json(VersionBody {
+        version: written.version,
+    }))
+}
+
+async fn list_dataplanes(State(app): State<AppState>) -> Json<Vec<ReplicaView>> {
+    Json(app.registry.views(&app.store.current()))
+}
+
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::Status(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::Status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A name in the body, if any, must be the one in the path.
+fn check_body_name(what: &str, path_name: &str, body_name: &str) -> Result<(), AppError> {
+    if body_name.is_empty() || body_name == path_name {
+        return Ok(());
+    }
+    Err(AppError::Config(ConfigError::invalid(format!(
+        "{what} name {body_name:?} in the body differs from {path_name:?} in the path"
+    ))))
+}
+
+fn no_cluster(name: &str) -> ConfigError {
+    ConfigError::not_found(format!("cluster {name:?} does not exist"))
+}
+
+fn no_member(cluster: &str, id: &str) -> ConfigError {
+    ConfigError::not_found(format!("cluster {cluster:?} has no member {id:?}"))
+}
+
+fn no_route(name: &str) -> ConfigError {
+    ConfigError::not_found(format!("route {name:?} does not exist"))
+}
+
+impl From<ConfigError> for AppError {
+    fn from(error: ConfigError) -> Self {
+        AppError::Config(error)
+    }
+}
+
+impl From<WriteError> for AppError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Rejected(error) => AppError::Config(error),
+            WriteError::Storage(error) => AppError::Storage(error.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::Config(error) => {
+                let status = match error.kind {
+                    ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                    ErrorKind::Conflict => StatusCode::CONFLICT,
+                };
+                error_response(status, error.message)
+            }
+            AppError::Storage(message) => {
+                error!(error = %message, "A change could not be stored");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the change was not stored: {message}"),
+                )
+            }
+            AppError::Status(status, message) => error_response(status, message),
+            AppError::NotApplied {
+                status,
+                message,
+                version,
+                replicas,
+            } => {
+                let body = serde_json::json!({
+                    "error": message,
+                    "version": version,
+                    "replicas": replicas,
+                });
+                (status, Json(body)).into_response()
+            }
+        }
+    }
+}
+
+fn error_response(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> AppError {
+    let message = match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "the request body must be JSON with `Content-Type: application/json`".to_owned()
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return AppError::Status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than {} MiB",
+                    MAX_BODY_BYTES / 1024 / 1024
+                ),
+            );
+        }
+        other => format!("invalid request body: {}", other.body_text()),
+    };
+    AppError::Config(ConfigError::invalid(message))
+}
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(AppError::Config(ConfigError::invalid(format!(
+                "invalid path: {}",
+                rejection.body_text()
+            )))),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Wait
+where
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = |message: String| AppError::Config(ConfigError::invalid(message));
+        let Query(query) = Query::<WaitQuery>::try_from_uri(&parts.uri)
+            .map_err(|e| invalid(format!("invalid query: {}", e.body_text())))?;
+        let Some(text) = query.wait else {
+            return Ok(Wait(None));
+        };
+        let duration = humantime::parse_duration(&text).map_err(|e| {
+            invalid(format!(
+                "invalid wait {text:?} ({e}); write it like \"2s\" or \"500ms\""
+            ))
+        })?;
+        if duration > MAX_WAIT {
+            return Err(invalid(format!(
+                "wait {text:?} is too long; at most {}",
+                humantime::format_duration(MAX_WAIT)
+            )));
+        }
+        Ok(Wait(Some(duration)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! The command line: flags (each with an environment variable), logging, the
+//! runtime, the listeners and the shutdown signals around [`crate::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard_shared::telemetry::{self, LogFormat};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+use crate::{DEFAULT_SHUTDOWN_GRACE, Settings};
+
+/// Switchyard's control plane: holds clusters, members and routes, serves the
+/// REST API and pushes every new config version to the data planes over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchyard-control-plane", version, about)]
+pub struct Args {
+    /// Address of the REST API (port 0 picks a free port).
+    #[arg(long, env = "SWITCHYARD_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub api_listen: SocketAddr,
+
+    /// Address of the gRPC config stream the data planes connect to.
+    #[arg(
+        long,
+        env = "SWITCHYARD_GRPC_LISTEN",
+        default_value = "127.0.0.1:18000"
+    )]
+    pub grpc_listen: SocketAddr,
+
+    /// Where the config, its version and the store id are kept.
+    #[arg(long, env = "SWITCHYARD_STATE_FILE", default_value = crate::DEFAULT_STATE_FILE)]
+    pub state_file: PathBuf,
+
+    /// A config document (the `GET /api/v1/config` shape) applied when the
+    /// store is new, i.e. when there is no state file yet.
+    #[arg(long = "config", value_name = "FILE", env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log lines as human-readable text or JSON.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            state_file: self.state_file.clone(),
+            bootstrap: self.config.clone(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Parses the flags, sets up logging and runs the control plane until
+/// SIGINT or SIGTERM.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "Cannot start the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!(error = %message, "Control plane failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let api = TcpListener::bind(args.api_listen)
+        .await
+        .map_err(|e| format!("cannot listen on --api-listen {}: {e}", args.api_listen))?;
+    let grpc = TcpListener::bind(args.grpc_listen)
+        .await
+        .map_err(|e| format!("cannot listen on --grpc-listen {}: {e}", args.grpc_listen))?;
+    crate::run(api, grpc, args.settings(), shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            error!(error = %e, "Cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "Cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => info!("Received SIGINT"),
+        () = terminate => info!("Received SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_have_defaults_and_port_zero_works() {
+        let args = Args::try_parse_from(["cp"]).unwrap();
+        assert_eq!(args.api_listen.port(), 8080);
+        assert_eq!(args.grpc_listen.port(), 18000);
+        assert_eq!(args.log_format, LogFormat::Human);
+        let args = Args::try_parse_from([
+            "cp",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--config",
+            "boot.json",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(args.api_listen.port(), 0);
+        assert_eq!(args.config, Some(PathBuf::from("boot.json")));
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert!(Args::try_parse_from(["cp", "--api-listen", "nowhere"]).is_err());
+    }
+}

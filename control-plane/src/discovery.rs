@@ -1,0 +1,315 @@
+//! The gRPC config stream (`switchyard.v1.ConfigDiscovery/Stream`): one
+//! bidirectional stream per data plane; hello in, the latest snapshot out
+//! whenever it differs from what the replica runs, ACK/NACK and health back.
+//!
+//! Each stream is served by one task that follows the store's `watch`
+//! channel, so a slow replica gets the latest snapshot, not every step.
+//! **A NACKed version is never sent again to that replica** (see
+//! [`crate::registry`]). Every stream task ends when either side closes, when
+//! a newer stream of the same node replaces it, or on shutdown.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use switchyard_shared::proto::v1;
+use switchyard_shared::proto::v1::config_discovery_server::{
+    ConfigDiscovery, ConfigDiscoveryServer,
+};
+use switchyard_shared::proto::v1::data_plane_message::Kind;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::Error;
+use crate::metrics::Metrics;
+use crate::registry::{Connection, Registry};
+use crate::store::Store;
+
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Outbound messages queued per stream; the watch channel coalesces the rest.
+const OUTBOUND_CAPACITY: usize = 4;
+/// HTTP/2 pings to notice a dead replica.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Outbound = mpsc::Sender<Result<v1::ControlPlaneMessage, Status>>;
+
+/// The `ConfigDiscovery` service; cheap to clone (clones share their tasks).
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Store,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+    /// The stream tasks: owned here, reaped as they end, joined at shutdown.
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Discovery {
+    /// A service over `store` and `registry`; its streams end when `stop` turns true.
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Discovery {
+            shared: Arc::new(Shared {
+                store,
+                registry,
+                metrics,
+                stop,
+                tasks: Mutex::new(JoinSet::new()),
+            }),
+        }
+    }
+
+    /// Waits up to `grace` for the stream tasks to end (they end once the stop
+    /// flag is set), then aborts what is left.
+    pub async fn close(&self, grace: Duration) {
+        let mut tasks = std::mem::take(&mut *self.shared.lock_tasks());
+        let joined =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if joined.is_err() {
+            warn!(
+                streams = tasks.len(),
+                "Config streams did not end in time; aborting them"
+            );
+            tasks.shutdown().await;
+        }
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.shared.lock_tasks();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+}
+
+impl Shared {
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Serves the config stream on `listener` until `shutdown` completes, with
+/// HTTP/2 keep-alive so a dead replica is noticed.
+pub async fn serve(
+    listener: TcpListener,
+    discovery: Discovery,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+        .add_service(ConfigDiscoveryServer::new(discovery))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(Error::Grpc)
+}
+
+#[tonic::async_trait]
+impl ConfigDiscovery for Discovery {
+    type StreamStream = ReceiverStream<Result<v1::ControlPlaneMessage, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::DataPlaneMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let stream = ReplicaStream {
+            shared: self.shared.clone(),
+            inbound,
+            tx,
+        };
+        let span = info_span!(
+            "config_stream",
+            peer.addr = %peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+        );
+        self.spawn(stream.run(peer).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One replica's stream, served by one task.
+struct ReplicaStream {
+    shared: Arc<Shared>,
+    inbound: Streaming<v1::DataPlaneMessage>,
+    tx: Outbound,
+}
+
+/// Why the stream loop ended.
+enum End {
+    /// Normal: the replica closed, the client went away, or shutdown.
+    Closed,
+    /// The replica broke the protocol or a newer stream replaced this one.
+    Status(Status),
+}
+
+impl ReplicaStream {
+    async fn run(mut self, peer: Option<std::net::SocketAddr>) {
+        let hello = match self.hello().await {
+            Ok(Some(hello)) => hello,
+            Ok(None) => return,
+            Err(status) => {
+                debug!(error = %status.message(), "Refused a config stream");
+                self.end(status).await;
+                return;
+            }
+        };
+        let node_id = hello.node_id.clone();
+        let current = self.shared.store.current();
+        let connection = self.shared.registry.connect(&hello, peer, &current);
+        info!(
+            node.id = %node_id,
+            replica.version = hello.version,
+            replaced = connection.replaced,
+            "Replica connected"
+        );
+        let id = connection.id;
+        let end = self.follow(&node_id, connection).await;
+        self.shared.registry.disconnect(&node_id, id);
+        match end {
+            End::Closed => info!(node.id = %node_id, "Replica disconnected"),
+            End::Status(status) => {
+                info!(node.id = %node_id, reason = %status.message(), "Replica stream ended");
+                self.end(status).await;
+            }
+        }
+    }
+
+    /// Reads the first message, which must be a hello with a node id.
+    /// `Ok(None)`: the stream ended first, or shutdown.
+    async fn hello(&mut self) -> Result<Option<v1::Hello>, Status> {
+        let mut stop = self.shared.stop.clone();
+        let first = tokio::select! {
+            first = tokio::time::timeout(HELLO_TIMEOUT, self.inbound.message()) => first,
+            _ = stop.wait_for(|stop| *stop) => return Ok(None),
+        };
+        let message = match first {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no hello within {HELLO_TIMEOUT:?}"
+                )));
+            }
+            Ok(Err(status)) => {
+                debug!(error = %status, "Config stream broke before its hello");
+                return Ok(None);
+            }
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Ok(Some(message))) => message,
+        };
+        match message.kind {
+            Some(Kind::Hello(hello)) if !hello.node_id.is_empty() => Ok(Some(hello)),
+            Some(Kind::Hello(_)) => Err(Status::invalid_argument("hello: node_id is empty")),
+            _ => Err(Status::invalid_argument(
+                "the first message of a config stream must be a hello",
+            )),
+        }
+    }
+
+    /// Sends the latest snapshot whenever the replica should get it, and
+    /// records what the replica answers, until the stream ends.
+    async fn follow(&mut self, node_id: &str, mut connection: Connection) -> End {
+        let id = connection.id;
+        let shared = self.shared.clone();
+        let mut snapshots = shared.store.subscribe();
+        let mut stop = shared.stop.clone();
+        loop {
+            let published = snapshots.borrow_and_update().clone();
+            if shared
+                .registry
+                .should_send(node_id, id, &published.snapshot)
+            {
+                let message = v1::ControlPlaneMessage::clone(&published.message);
+                tokio::select! {
+                    sent = self.tx.send(Ok(message)) => if sent.is_err() {
+                        return End::Closed;
+                    },
+                    _ = stop.wait_for(|stop| *stop) => return End::Closed,
+                }
+                shared.metrics.push();
+                debug!(node.id = %node_id, config.version = published.snapshot.version, "Sent a snapshot");
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return End::Closed,
+                _ = &mut connection.superseded => {
+                    return End::Status(Status::aborted(
+                        "a newer config stream of the same node id replaced this one",
+                    ));
+                }
+                _ = self.tx.closed() => return End::Closed,
+                changed = snapshots.changed() => if changed.is_err() {
+                    return End::Closed;
+                },
+                message = self.inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Err(status) = self.record(node_id, id, message) {
+                            return End::Status(status);
+                        }
+                    }
+                    Ok(None) => return End::Closed,
+                    Err(status) => {
+                        debug!(node.id = %node_id, error = %status, "Config stream broke");
+                        return End::Closed;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Records an ACK, NACK or health report in the registry.
+    fn record(&self, node_id: &str, id: u64, message: v1::DataPlaneMessage) -> Result<(), Status> {
+        let shared = &self.shared;
+        match message.kind {
+            Some(Kind::Ack(ack)) => {
+                debug!(node.id = %node_id, config.version = ack.version, "ACK");
+                shared.metrics.ack();
+                let current = shared.store.current();
+                shared.registry.ack(node_id, id, &ack, &current);
+            }
+            Some(Kind::Nack(nack)) => {
+                warn!(
+                    node.id = %node_id,
+                    config.version = nack.version,
+                    error = %nack.error,
+                    "Replica refused a snapshot (NACK)"
+                );
+                shared.metrics.nack();
+                shared.registry.nack(node_id, id, &nack);
+            }
+            Some(Kind::Health(report)) => shared.registry.health(node_id, id, &report),
+            Some(Kind::Hello(_)) => {
+                return Err(Status::invalid_argument(
+                    "hello may only be the first message of a config stream",
+                ));
+            }
+            None => return Err(Status::invalid_argument("empty message")),
+        }
+        Ok(())
+    }
+
+    /// Ends the stream with `status`, unless the client is already gone.
+    async fn end(&self, status: Status) {
+        let sent = tokio::time::timeout(Duration::from_secs(1), self.tx.send(Err(status))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            debug!("Could not send the final status; the client is gone");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

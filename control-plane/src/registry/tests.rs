@@ -1,0 +1,154 @@
+use super::*;
+use switchyard_shared::{Cluster, Config};
+
+fn snapshot(version: u64, cluster: &str) -> Snapshot {
+    Snapshot::new(
+        version,
+        "store-1",
+        Config {
+            clusters: vec![Cluster::new(cluster)],
+            routes: vec![],
+        },
+    )
+}
+
+fn hello(node_id: &str, s: Option<&Snapshot>) -> v1::Hello {
+    v1::Hello {
+        node_id: node_id.to_owned(),
+        version: s.map_or(0, |s| s.version),
+        store_id: s.map(|s| s.store_id.clone()).unwrap_or_default(),
+        hash: s.map(|s| s.hash.clone()).unwrap_or_default(),
+    }
+}
+
+#[test]
+fn a_replica_with_the_current_hash_is_synced_and_sent_nothing() {
+    let registry = Registry::new();
+    let current = snapshot(3, "a");
+    let conn = registry.connect(&hello("dp-1", Some(&current)), None, &current);
+    assert!(!registry.should_send("dp-1", conn.id, &current));
+    let views = registry.views(&current);
+    assert_eq!(views[0].state, ReplicaState::Synced);
+    assert_eq!(views[0].version, 3);
+}
+
+#[test]
+fn a_nacked_version_is_never_sent_again_even_after_a_reconnect() {
+    let registry = Registry::new();
+    let v2 = snapshot(2, "a");
+    let conn = registry.connect(&hello("dp-1", None), None, &v2);
+    assert!(registry.should_send("dp-1", conn.id, &v2));
+    assert!(!registry.should_send("dp-1", conn.id, &v2), "sent twice");
+    let nack = v1::Nack {
+        version: 2,
+        error: "boom".into(),
+    };
+    registry.nack("dp-1", conn.id, &nack);
+    assert_eq!(registry.views(&v2)[0].state, ReplicaState::Nacked);
+    registry.disconnect("dp-1", conn.id);
+    let conn = registry.connect(&hello("dp-1", None), None, &v2);
+    assert!(!registry.should_send("dp-1", conn.id, &v2));
+    let view = &registry.views(&v2)[0];
+    assert_eq!(view.state, ReplicaState::Nacked);
+    assert_eq!(view.last_error.as_deref(), Some("boom"));
+    assert!(registry.should_send("dp-1", conn.id, &snapshot(3, "b")));
+}
+
+#[test]
+fn an_old_stream_cannot_clobber_the_new_one() {
+    let registry = Registry::new();
+    let current = snapshot(1, "a");
+    let mut old = registry.connect(&hello("dp-1", None), None, &current);
+    let new = registry.connect(&hello("dp-1", None), None, &current);
+    assert!(new.replaced);
+    assert!(old.superseded.try_recv().is_ok());
+    registry.disconnect("dp-1", old.id);
+    let ack = v1::Ack {
+        version: 1,
+        hash: String::new(),
+    };
+    registry.ack("dp-1", old.id, &ack, &current);
+    let view = &registry.views(&current)[0];
+    assert!(view.connected);
+    assert_eq!(view.state, ReplicaState::Stale);
+    registry.ack("dp-1", new.id, &ack, &current);
+    assert_eq!(registry.views(&current)[0].state, ReplicaState::Synced);
+    registry.disconnect("dp-1", new.id);
+    assert_eq!(
+        registry.views(&current)[0].state,
+        ReplicaState::Disconnected
+    );
+    assert_eq!(registry.counts(), (0, 1));
+}
+
+#[test]
+fn a_revert_is_still_sent_while_another_version_is_in_flight() {
+    let registry = Registry::new();
+    let v1 = snapshot(1, "a");
+    let v2 = snapshot(2, "b");
+    let conn = registry.connect(&hello("dp-1", Some(&v1)), None, &v1);
+    assert!(registry.should_send("dp-1", conn.id, &v2));
+    // Version 3 has the content of version 1, which the replica ran before
+    // version 2 was sent: it must still get version 3.
+    let v3 = Snapshot::new(3, "store-1", v1.config.clone());
+    assert!(registry.should_send("dp-1", conn.id, &v3));
+    let ack = v1::Ack {
+        version: 2,
+        hash: v2.hash.clone(),
+    };
+    registry.ack("dp-1", conn.id, &ack, &v3);
+    assert_eq!(registry.views(&v3)[0].state, ReplicaState::Stale);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_end_on_ack_nack_or_timeout() {
+    let registry = std::sync::Arc::new(Registry::new());
+    let current = snapshot(5, "a");
+    assert!(
+        registry
+            .wait_applied(5, "store-1", Duration::from_secs(1))
+            .await
+            .is_ok(),
+        "no replica connected"
+    );
+    let conn = registry.connect(&hello("dp-1", None), None, &current);
+    let failure = registry
+        .wait_applied(5, "store-1", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    let WaitFailure::TimedOut(lagging) = failure else {
+        panic!("expected a timeout, got {failure:?}");
+    };
+    assert_eq!(lagging[0].node_id, "dp-1");
+    assert_eq!(lagging[0].version, 0);
+
+    let waiter = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            registry
+                .wait_applied(5, "store-1", Duration::from_secs(60))
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let ack = v1::Ack {
+        version: 5,
+        hash: current.hash.clone(),
+    };
+    registry.ack("dp-1", conn.id, &ack, &current);
+    assert!(waiter.await.unwrap().is_ok());
+
+    let nack = v1::Nack {
+        version: 6,
+        error: "bad".into(),
+    };
+    registry.nack("dp-1", conn.id, &nack);
+    let failure = registry
+        .wait_applied(6, "store-1", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    let WaitFailure::Nacked(lagging) = failure else {
+        panic!("expected a nack, got {failure:?}");
+    };
+    assert_eq!(lagging[0].error.as_deref(), Some("bad"));
+}

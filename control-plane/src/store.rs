@@ -1,0 +1,320 @@
+//! The config store: the current snapshot, kept in a JSON state file that is
+//! written durably before a change is answered, and published on a `watch`
+//! channel that every config stream follows.
+//!
+//! **A change is answered only after it is on disk** (temp file, fsync,
+//! rename, fsync of the directory), so `kill -9` loses nothing acknowledged.
+//! **Versions only go up and the store id never changes**: both live in the
+//! state file, so a restarted control plane never makes replicas go backwards.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use switchyard_shared::proto::v1;
+use switchyard_shared::validate::validate_config;
+use switchyard_shared::{Config, ConfigDocument, ConfigError, Snapshot, config_hash};
+use tokio::sync::{Mutex, watch};
+use tracing::info;
+
+/// The current snapshot and its protobuf message, converted once per version
+/// and shared by every config stream.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub snapshot: Arc<Snapshot>,
+    pub message: Arc<v1::ControlPlaneMessage>,
+}
+
+/// The store; cheap to clone (all clones share one state).
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    /// One writer at a time; owned so that a write survives its caller going away.
+    writer: Arc<Mutex<()>>,
+    current: watch::Sender<Published>,
+}
+
+/// Why the store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read state file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "state file {} is corrupt: {reason}; fix or move it away (it is never replaced silently)",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot write state file {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("bootstrap config {}: {reason}", path.display())]
+    Bootstrap { path: PathBuf, reason: String },
+    #[error("a store task failed: {0}")]
+    Task(String),
+}
+
+/// Why a write was not done. Either way the state is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The change is invalid or clashes with the current config.
+    #[error(transparent)]
+    Rejected(#[from] ConfigError),
+    /// The change is valid but could not be made durable.
+    #[error(transparent)]
+    Storage(StoreError),
+}
+
+/// What a successful write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written<R> {
+    /// The version that holds the change (the current one if nothing changed).
+    pub version: u64,
+    /// Whether a new version was stored.
+    pub changed: bool,
+    /// What the change function returned.
+    pub value: R,
+}
+
+impl Published {
+    fn new(snapshot: Snapshot) -> Self {
+        let message = v1::ControlPlaneMessage {
+            kind: Some(v1::control_plane_message::Kind::Snapshot(
+                v1::Snapshot::from(&snapshot),
+            )),
+        };
+        Published {
+            snapshot: Arc::new(snapshot),
+            message: Arc::new(message),
+        }
+    }
+}
+
+impl Store {
+    /// Opens the state file at `path`, or creates it (with a new store id) if
+    /// it does not exist, applying the `bootstrap` config document to the new
+    /// store. The bootstrap file is checked even when the store exists.
+    pub async fn open(path: PathBuf, bootstrap: Option<PathBuf>) -> Result<Store, StoreError> {
+        tokio::task::spawn_blocking(move || Store::open_blocking(&path, bootstrap.as_deref()))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// [`Store::open`] for callers outside of async code.
+    pub fn open_blocking(path: &Path, bootstrap: Option<&Path>) -> Result<Store, StoreError> {
+        let bootstrap = bootstrap.map(read_bootstrap).transpose()?;
+        let snapshot = match load(path)? {
+            Some(snapshot) => {
+                if bootstrap.is_some() {
+                    info!(
+                        state.file = %path.display(),
+                        "State file exists; the bootstrap config is not applied"
+                    );
+                }
+                info!(
+                    state.file = %path.display(),
+                    store.id = %snapshot.store_id,
+                    config.version = snapshot.version,
+                    "Loaded the store"
+                );
+                snapshot
+            }
+            None => {
+                let config = bootstrap.unwrap_or_default();
+                let version = if config == Config::default() { 0 } else { 1 };
+                let snapshot = Snapshot::new(version, new_store_id(), config);
+                persist(path, &snapshot)?;
+                info!(
+                    state.file = %path.display(),
+                    store.id = %snapshot.store_id,
+                    config.version = snapshot.version,
+                    "Created a new store"
+                );
+                snapshot
+            }
+        };
+        let (current, _) = watch::channel(Published::new(snapshot));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Arc::new(Mutex::new(())),
+                current,
+            }),
+        })
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.inner.current.borrow().snapshot.clone()
+    }
+
+    /// Follows the current snapshot; a slow reader sees only the latest one.
+    pub fn subscribe(&self) -> watch::Receiver<Published> {
+        self.inner.current.subscribe()
+    }
+
+    /// Applies `change` to a copy of the current config, validates the result
+    /// and, if it differs from the current config, stores it as the next
+    /// version and publishes it. Writes are serialized. On any error the
+    /// state is unchanged. `change` also gets the current snapshot (for
+    /// compare-and-set on its version).
+    ///
+    /// The write runs to its end even if the returned future is dropped, so a
+    /// client that goes away cannot leave the file and the memory apart.
+    pub async fn update<R, F>(&self, change: F) -> Result<Written<R>, WriteError>
+    where
+        F: FnOnce(&mut Config, &Snapshot) -> Result<R, ConfigError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let guard = self.inner.writer.clone().lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let written = inner.apply(change);
+            drop(guard);
+            written
+        })
+        .await
+        .map_err(|e| WriteError::Storage(StoreError::Task(e.to_string())))?
+    }
+}
+
+impl Inner {
+    fn apply<R, F>(&self, change: F) -> Result<Written<R>, WriteError>
+    where
+        F: FnOnce(&mut Config, &Snapshot) -> Result<R, ConfigError>,
+    {
+        let current = self.current.borrow().snapshot.clone();
+        let mut config = current.config.clone();
+        let value = change(&mut config, &current)?;
+        validate_config(&mut config)?;
+        canonicalize(&mut config);
+        let hash = config_hash(&config);
+        if hash == current.hash {
+            return Ok(Written {
+                version: current.version,
+                changed: false,
+                value,
+            });
+        }
+        let next = Snapshot {
+            version: current.version + 1,
+            store_id: current.store_id.clone(),
+            hash,
+            config,
+        };
+        persist(&self.path, &next).map_err(WriteError::Storage)?;
+        let version = next.version;
+        self.current.send_replace(Published::new(next));
+        info!(config.version = version, "Stored a new config version");
+        Ok(Written {
+            version,
+            changed: true,
+            value,
+        })
+    }
+}
+
+/// Sorts clusters and routes by name, which makes the config's JSON (and so
+/// its hash) canonical. Members keep their order: it breaks balancing ties.
+fn canonicalize(config: &mut Config) {
+    config.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    config.routes.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// A new store id: 128 random bits in hex.
+fn new_store_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Reads and checks a bootstrap config document (the `GET /api/v1/config` shape).
+fn read_bootstrap(path: &Path) -> Result<Config, StoreError> {
+    let bad = |reason: String| StoreError::Bootstrap {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let document: ConfigDocument =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let mut config = document.into_config();
+    validate_config(&mut config).map_err(|e| bad(e.message))?;
+    canonicalize(&mut config);
+    Ok(config)
+}
+
+/// Loads the state file; `None` if there is none yet.
+fn load(path: &Path) -> Result<Option<Snapshot>, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut snapshot: Snapshot =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+    if snapshot.store_id.is_empty() {
+        return Err(corrupt("it has no store_id".to_owned()));
+    }
+    validate_config(&mut snapshot.config).map_err(|e| corrupt(e.message))?;
+    canonicalize(&mut snapshot.config);
+    if config_hash(&snapshot.config) != snapshot.hash {
+        return Err(corrupt(
+            "its hash does not match its clusters and routes (was it edited by hand?)".to_owned(),
+        ));
+    }
+    Ok(Some(snapshot))
+}
+
+/// Writes `snapshot` to `path` durably: a temp file in the same directory,
+/// fsync, rename over the old file, fsync of the directory.
+fn persist(path: &Path, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let write_error = |source: io::Error| StoreError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(snapshot).map_err(|e| write_error(e.into()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| write_error(io::Error::other("the path has no file name")))?;
+    let mut temp_name = name.to_os_string();
+    temp_name.push(format!(
+        ".tmp-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let temp = dir.join(temp_name);
+    let written = write_synced(&temp, &json).and_then(|()| fs::rename(&temp, path));
+    if let Err(e) = written {
+        // The temp file is garbage now; failing to remove it changes nothing.
+        drop(fs::remove_file(&temp));
+        return Err(write_error(e));
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_error)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests;
