@@ -1,1 +1,49 @@
+//! The test harness of Switchyard: start the real control plane and data planes
+//! as child processes, real backends in process, and talk to all of them over
+//! sockets on `127.0.0.1`, with ports the kernel picked.
+//!
+//! # Layout
+//!
+//! - [`process`]: a child process, its log, the addresses it reports, `kill -9`.
+//! - [`control_plane`]: [`spawn_control_plane`] and the REST API helpers.
+//! - [`data_plane`]: [`spawn_data_plane`], the proxy and admin addresses.
+//! - [`fleet`]: a control plane with its replicas, connected, in one value.
+//! - [`backend`]: [`spawn_backend`], a hyper server that answers a fixed body
+//!   and echoes what it received.
+//! - [`bodies`]: the JSON bodies of common API calls.
+//! - [`client`]: a small HTTP client that returns status, headers and body.
+//! - [`load`]: a bounded client loop that counts every failure.
+//! - [`eventually`]: poll a condition until a deadline ([`eventually()`]) or for a
+//!   while ([`consistently`]); never a bare sleep.
+//! - [`dirs`]: one temporary directory per test.
 
+pub mod backend;
+pub mod bodies;
+pub mod client;
+pub mod control_plane;
+pub mod data_plane;
+pub mod dirs;
+pub mod eventually;
+pub mod fleet;
+pub mod load;
+pub mod process;
+
+pub use backend::{Backend, SeenRequest, spawn_backend};
+pub use client::{Client, Response, get};
+pub use control_plane::{ControlPlane, spawn_control_plane};
+pub use data_plane::{DataPlane, DataPlaneOptions, spawn_data_plane};
+pub use dirs::TestDir;
+pub use eventually::{consistently, eventually};
+pub use fleet::Fleet;
+pub use load::{Load, LoadOptions, LoadReport};
+
+use std::time::Duration;
+
+/// How long a replica may take to follow a change it was not waited for
+/// (reconnect backoff after a control-plane restart included).
+pub const SYNC_DEADLINE: Duration = Duration::from_secs(45);
+
+/// Shorthand for durations in seconds.
+pub const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}

@@ -1,0 +1,56 @@
+//! A control plane and its replicas, started together and connected: the
+//! set-up most tests begin with.
+
+use crate::control_plane::{ControlPlane, spawn_control_plane};
+use crate::data_plane::{DataPlane, DataPlaneOptions};
+use crate::dirs::TestDir;
+
+/// A control plane with `replicas.len()` data planes (`dp-1`, `dp-2`, ...).
+/// Fields drop in order: replicas, then the control plane, then the files.
+#[derive(Debug)]
+pub struct Fleet {
+    pub replicas: Vec<DataPlane>,
+    pub cp: ControlPlane,
+    pub dir: TestDir,
+}
+
+impl Fleet {
+    /// Starts a control plane and `replicas` data planes, and waits until the
+    /// control plane lists all of them as connected.
+    pub async fn start(label: &str, replicas: usize) -> Self {
+        Self::start_with(label, replicas, |options| options).await
+    }
+
+    /// Like [`Fleet::start`], with each replica's options adjusted by `adjust`.
+    pub async fn start_with(
+        label: &str,
+        replicas: usize,
+        adjust: impl Fn(DataPlaneOptions) -> DataPlaneOptions,
+    ) -> Self {
+        let dir = TestDir::new(label);
+        let cp = spawn_control_plane(dir.path()).await;
+        let mut started = Vec::new();
+        for n in 1..=replicas {
+            let node_id = format!("dp-{n}");
+            let cache = dir.join(&format!("{node_id}-cache.json"));
+            let options = adjust(DataPlaneOptions::new(&cp, &node_id, &cache));
+            started.push(DataPlane::spawn(options).await);
+        }
+        let fleet = Fleet {
+            replicas: started,
+            cp,
+            dir,
+        };
+        fleet.cp.wait_connected(&fleet.replica_refs()).await;
+        fleet
+    }
+
+    pub fn replica_refs(&self) -> Vec<&DataPlane> {
+        self.replicas.iter().collect()
+    }
+
+    /// Waits until every replica is synced at `version` (see [`ControlPlane::wait_synced`]).
+    pub async fn wait_synced(&self, version: u64) {
+        self.cp.wait_synced(&self.replica_refs(), version).await;
+    }
+}

@@ -1,0 +1,465 @@
+//! Every bad input to the REST API: the status says what kind of error, the
+//! `{"error"}` message says what was wrong, and the config is left unchanged.
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use switchyard_integration_tests::{TestDir, spawn_control_plane};
+
+/// A bad request and what must come back.
+struct Case {
+    what: &'static str,
+    method: Method,
+    path: String,
+    body: Body,
+    /// The expected status (any of these).
+    status: Vec<StatusCode>,
+    /// The error message must mention at least one of these (case-insensitive).
+    mentions: Vec<String>,
+}
+
+enum Body {
+    None,
+    Json(Value),
+    Raw(&'static str),
+}
+
+fn case(
+    what: &'static str,
+    method: Method,
+    path: &str,
+    body: Body,
+    status: impl Into<Vec<StatusCode>>,
+    mentions: &[&str],
+) -> Case {
+    Case {
+        what,
+        method,
+        path: path.to_owned(),
+        body,
+        status: status.into(),
+        mentions: mentions.iter().map(|m| (*m).to_owned()).collect(),
+    }
+}
+
+const EXISTING: &str = "http://127.0.0.1:18080";
+const EXISTING_ID: &str = "127.0.0.1:18080";
+
+fn cases() -> Vec<Case> {
+    use Body::{Json, Raw};
+    use StatusCode as S;
+    let members = "/api/v1/clusters/mycluster/members";
+    let existing = format!("{members}/{EXISTING_ID}");
+    let cluster_with = |member: Value| Json(json!({ "members": [member] }));
+    let bad_urls = [
+        "http://127.0.0.1:18082/app",
+        "127.0.0.1:18083",
+        "ftp://127.0.0.1:18084",
+        "http://127.0.0.1:18085?x=1",
+        "not a url",
+    ];
+    let mut cases = vec![
+        case(
+            "weight 0 in a cluster",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            cluster_with(json!({ "url": "http://127.0.0.1:18081", "weight": 0 })),
+            [S::BAD_REQUEST],
+            &["weight"],
+        ),
+        case(
+            "weight 101 in a cluster",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            cluster_with(json!({ "url": "http://127.0.0.1:18081", "weight": 101 })),
+            [S::BAD_REQUEST],
+            &["weight"],
+        ),
+        case(
+            "weight 0 in a new member",
+            Method::POST,
+            members,
+            Json(json!({ "url": "http://127.0.0.1:18081", "weight": 0 })),
+            [S::BAD_REQUEST],
+            &["weight"],
+        ),
+        case(
+            "weight 1000 in a new member",
+            Method::POST,
+            members,
+            Json(json!({ "url": "http://127.0.0.1:18081", "weight": 1000 })),
+            [S::BAD_REQUEST],
+            &["weight"],
+        ),
+        case(
+            "weight 500 in a member patch",
+            Method::PATCH,
+            &existing,
+            Json(json!({ "weight": 500 })),
+            [S::BAD_REQUEST],
+            &["weight"],
+        ),
+        case(
+            "unknown state in a member patch",
+            Method::PATCH,
+            &existing,
+            Json(json!({ "state": "sleeping" })),
+            [S::BAD_REQUEST],
+            &["sleeping", "state"],
+        ),
+        case(
+            "unknown state in a cluster",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            cluster_with(json!({ "url": "http://127.0.0.1:18081", "state": "sleeping" })),
+            [S::BAD_REQUEST],
+            &["sleeping", "state"],
+        ),
+        case(
+            "a new member without url",
+            Method::POST,
+            members,
+            Json(json!({ "weight": 1 })),
+            [S::BAD_REQUEST],
+            &["url"],
+        ),
+        case(
+            "the same url twice in a cluster",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Json(
+                json!({ "members": [ { "url": "http://127.0.0.1:18081" }, { "url": "http://127.0.0.1:18081" } ] }),
+            ),
+            [S::BAD_REQUEST],
+            &["127.0.0.1:18081"],
+        ),
+        case(
+            "cluster name with a dot",
+            Method::PUT,
+            "/api/v1/clusters/bad.name",
+            Json(json!({ "members": [] })),
+            [S::BAD_REQUEST],
+            &["bad.name"],
+        ),
+        case(
+            "cluster name with a space",
+            Method::PUT,
+            "/api/v1/clusters/bad%20name",
+            Json(json!({ "members": [] })),
+            [S::BAD_REQUEST],
+            &["bad name", "bad%20name"],
+        ),
+        case(
+            "cluster name too long",
+            Method::PUT,
+            &format!("/api/v1/clusters/{}", "x".repeat(65)),
+            Json(json!({ "members": [] })),
+            [S::BAD_REQUEST],
+            &["name", "64"],
+        ),
+        case(
+            "route name with a dot",
+            Method::PUT,
+            "/api/v1/routes/bad.route",
+            Json(json!({ "path_prefix": "/", "cluster": "mycluster" })),
+            [S::BAD_REQUEST],
+            &["bad.route"],
+        ),
+        case(
+            "route to a missing cluster",
+            Method::PUT,
+            "/api/v1/routes/r2",
+            Json(json!({ "path_prefix": "/x/", "cluster": "nope" })),
+            [S::BAD_REQUEST],
+            &["nope"],
+        ),
+        case(
+            "path_prefix without a slash",
+            Method::PUT,
+            "/api/v1/routes/r2",
+            Json(json!({ "path_prefix": "no-slash", "cluster": "mycluster" })),
+            [S::BAD_REQUEST],
+            &["no-slash", "path_prefix"],
+        ),
+        case(
+            "a second route on the same prefix",
+            Method::PUT,
+            "/api/v1/routes/r2",
+            Json(json!({ "path_prefix": "/", "cluster": "mycluster" })),
+            [S::BAD_REQUEST, S::CONFLICT],
+            &["path_prefix", "r2", "web"],
+        ),
+        case(
+            "deleting a cluster a route uses",
+            Method::DELETE,
+            "/api/v1/clusters/mycluster",
+            Body::None,
+            [S::CONFLICT],
+            &["web", "mycluster"],
+        ),
+        case(
+            "adding a member twice",
+            Method::POST,
+            members,
+            Json(json!({ "url": EXISTING, "weight": 1 })),
+            [S::CONFLICT],
+            &[EXISTING_ID, EXISTING],
+        ),
+        case(
+            "a member of an unknown cluster",
+            Method::POST,
+            "/api/v1/clusters/nope/members",
+            Json(json!({ "url": "http://127.0.0.1:18081", "weight": 1 })),
+            [S::NOT_FOUND],
+            &["nope"],
+        ),
+        case(
+            "patching an unknown member",
+            Method::PATCH,
+            &format!("{members}/127.0.0.1:9"),
+            Json(json!({ "weight": 2 })),
+            [S::NOT_FOUND],
+            &["127.0.0.1:9"],
+        ),
+        case(
+            "patching a member of an unknown cluster",
+            Method::PATCH,
+            &format!("/api/v1/clusters/nope/members/{EXISTING_ID}"),
+            Json(json!({ "weight": 2 })),
+            [S::NOT_FOUND],
+            &["nope"],
+        ),
+        case(
+            "deleting an unknown member",
+            Method::DELETE,
+            &format!("{members}/127.0.0.1:9"),
+            Body::None,
+            [S::NOT_FOUND],
+            &["127.0.0.1:9"],
+        ),
+        case(
+            "showing an unknown cluster",
+            Method::GET,
+            "/api/v1/clusters/nope",
+            Body::None,
+            [S::NOT_FOUND],
+            &["nope"],
+        ),
+        case(
+            "deleting an unknown cluster",
+            Method::DELETE,
+            "/api/v1/clusters/nope",
+            Body::None,
+            [S::NOT_FOUND],
+            &["nope"],
+        ),
+        case(
+            "deleting an unknown route",
+            Method::DELETE,
+            "/api/v1/routes/nope",
+            Body::None,
+            [S::NOT_FOUND],
+            &["nope"],
+        ),
+        case(
+            "malformed JSON",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Raw(r#"{"members": ["#),
+            [S::BAD_REQUEST],
+            &["json", "eof", "parse", "expected"],
+        ),
+        case(
+            "malformed JSON in a member",
+            Method::POST,
+            members,
+            Raw(r#"{"url": "http://127.0.0.1:18081", "weight": }"#),
+            [S::BAD_REQUEST],
+            &["json", "expected", "parse"],
+        ),
+        case(
+            "unknown cluster field",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Json(json!({ "members": [], "colour": "red" })),
+            [S::BAD_REQUEST],
+            &["colour"],
+        ),
+        case(
+            "unknown member field",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            cluster_with(json!({ "url": "http://127.0.0.1:18081", "wieght": 2 })),
+            [S::BAD_REQUEST],
+            &["wieght"],
+        ),
+        case(
+            "unknown field in a new member",
+            Method::POST,
+            members,
+            Json(json!({ "url": "http://127.0.0.1:18081", "wieght": 2 })),
+            [S::BAD_REQUEST],
+            &["wieght"],
+        ),
+        case(
+            "unknown field in a member patch",
+            Method::PATCH,
+            &existing,
+            Json(json!({ "wieght": 2 })),
+            [S::BAD_REQUEST],
+            &["wieght"],
+        ),
+        case(
+            "unknown route field",
+            Method::PUT,
+            "/api/v1/routes/r2",
+            Json(json!({ "path_prefix": "/x/", "cluster": "mycluster", "preserve_hots": true })),
+            [S::BAD_REQUEST],
+            &["preserve_hots"],
+        ),
+        case(
+            "unknown policy",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Json(json!({ "policy": "random", "members": [] })),
+            [S::BAD_REQUEST],
+            &["random", "policy"],
+        ),
+        case(
+            "unreadable duration",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Json(json!({ "members": [], "connect_timeout": "soon" })),
+            [S::BAD_REQUEST],
+            &["soon"],
+        ),
+        case(
+            "a whole config with a route to a missing cluster",
+            Method::PUT,
+            "/api/v1/config",
+            Json(
+                json!({ "clusters": [], "routes": [ { "name": "r", "path_prefix": "/", "cluster": "ghost" } ] }),
+            ),
+            [S::BAD_REQUEST],
+            &["ghost"],
+        ),
+        case(
+            "a whole config with a bad weight",
+            Method::PUT,
+            "/api/v1/config",
+            Json(
+                json!({ "clusters": [ { "name": "c1", "members": [ { "url": "http://127.0.0.1:18081", "weight": 0 } ] } ] }),
+            ),
+            [S::BAD_REQUEST],
+            &["weight"],
+        ),
+        case(
+            "unknown field in a whole config",
+            Method::PUT,
+            "/api/v1/config",
+            Json(json!({ "clusters": [], "routes": [], "listeners": [] })),
+            [S::BAD_REQUEST],
+            &["listeners"],
+        ),
+    ];
+    for url in bad_urls {
+        cases.push(case(
+            "bad member url in a new member",
+            Method::POST,
+            members,
+            Json(json!({ "url": url, "weight": 1 })),
+            [S::BAD_REQUEST],
+            &[url],
+        ));
+        cases.push(case(
+            "bad member url in a cluster",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            cluster_with(json!({ "url": url, "weight": 1 })),
+            [S::BAD_REQUEST],
+            &[url],
+        ));
+    }
+    cases
+}
+
+/// Each bad input answers the right status with a message naming what was
+/// wrong, and leaves the config (version and hash) as it was.
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
+    let dir = TestDir::new("api-validation");
+    let cp = spawn_control_plane(dir.path()).await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/clusters/mycluster",
+        Some(&json!({ "members": [ { "url": EXISTING, "weight": 1 } ] })),
+    )
+    .await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/routes/web",
+        Some(&json!({ "path_prefix": "/", "cluster": "mycluster" })),
+    )
+    .await;
+    let before = cp.config().await;
+
+    let mut problems = Vec::new();
+    for case in cases() {
+        let response = match &case.body {
+            Body::None => cp.call(case.method.clone(), &case.path, None).await,
+            Body::Json(json) => cp.call(case.method.clone(), &case.path, Some(json)).await,
+            Body::Raw(raw) => cp.call_raw(case.method.clone(), &case.path, raw).await,
+        };
+        let label = format!("{} ({} {})", case.what, case.method, case.path);
+        if !case.status.contains(&response.status) {
+            problems.push(format!(
+                "{label}: expected {:?}, got {} {:?}",
+                case.status, response.status, response.body
+            ));
+        }
+        let error = serde_json::from_str::<Value>(&response.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        match error {
+            None => problems.push(format!(
+                "{label}: no {{\"error\": \"...\"}} body: {:?}",
+                response.body
+            )),
+            Some(message) => {
+                let lower = message.to_lowercase();
+                if !case
+                    .mentions
+                    .iter()
+                    .any(|m| lower.contains(&m.to_lowercase()))
+                {
+                    problems.push(format!(
+                        "{label}: {message:?} mentions none of {:?}",
+                        case.mentions
+                    ));
+                }
+            }
+        }
+        let after = cp.config().await;
+        if after["version"] != before["version"] || after["hash"] != before["hash"] {
+            problems.push(format!(
+                "{label}: the config changed: version {} -> {}",
+                before["version"], after["version"]
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+
+    // The API still takes good writes, and only they move the version.
+    let version = cp
+        .write(
+            Method::POST,
+            "/api/v1/clusters/mycluster/members",
+            Some(&json!({ "url": "http://127.0.0.1:18081", "weight": 100 })),
+        )
+        .await;
+    assert!(version > before["version"].as_u64().expect("a version"));
+}
