@@ -1,58 +1,30 @@
 //! The bodies the proxy streams: the client's request body on its way to a
-//! member (kept retrievable until the first byte is read, so a request whose
-//! connect failed can go to another member), and the response body on its way
-//! back (a member's, streamed, or one the proxy made itself).
+//! member, and the response body on its way back (a member's, streamed, or one
+//! the proxy made itself). Nothing here holds a whole body in memory.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::Pooled;
+
 /// A request body sent to a member.
 #[derive(Debug)]
 pub enum UpstreamBody {
     Empty,
-    Client(RetainedBody),
+    Client(Incoming),
 }
 
-/// The client's body, left in a shared slot until the member reads it.
-#[derive(Debug)]
-pub struct RetainedBody {
-    slot: Arc<Mutex<Option<Incoming>>>,
-    taken: Option<Incoming>,
-    hint: SizeHint,
-}
-
-/// The other end of a [`RetainedBody`]: takes the body back if it was never read.
-#[derive(Debug, Clone)]
-pub struct BodySlot(Arc<Mutex<Option<Incoming>>>);
-
-impl UpstreamBody {
-    /// Wraps a client body; returns the body to send and, when there is a body,
-    /// the slot to take it back from.
-    pub fn retain(body: Incoming) -> (UpstreamBody, Option<BodySlot>) {
+impl From<Incoming> for UpstreamBody {
+    fn from(body: Incoming) -> Self {
         if body.is_end_stream() {
-            return (UpstreamBody::Empty, None);
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Client(body)
         }
-        let hint = body.size_hint();
-        let slot = Arc::new(Mutex::new(Some(body)));
-        let retained = RetainedBody {
-            slot: slot.clone(),
-            taken: None,
-            hint,
-        };
-        (UpstreamBody::Client(retained), Some(BodySlot(slot)))
-    }
-}
-
-impl BodySlot {
-    /// The body, if no member has started reading it; a new body to send then.
-    pub fn take_back(&self) -> Option<UpstreamBody> {
-        let body = self.0.lock().ok()?.take()?;
-        Some(UpstreamBody::retain(body).0)
     }
 }
 
@@ -66,31 +38,21 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Client(retained) => {
-                if retained.taken.is_none() {
-                    retained.taken = retained.slot.lock().ok().and_then(|mut slot| slot.take());
-                }
-                match retained.taken.as_mut() {
-                    Some(body) => Pin::new(body).poll_frame(cx),
-                    None => Poll::Ready(None),
-                }
-            }
+            UpstreamBody::Client(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Client(retained) => {
-                retained.taken.as_ref().is_some_and(Body::is_end_stream)
-            }
+            UpstreamBody::Client(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Client(retained) => retained.hint,
+            UpstreamBody::Client(body) => body.size_hint(),
         }
     }
 }
@@ -98,8 +60,43 @@ impl Body for UpstreamBody {
 /// A response body sent to the client.
 #[derive(Debug)]
 pub enum ProxyBody {
-    Upstream(Incoming),
+    Upstream(UpstreamResponse),
     Local(Option<Bytes>),
+}
+
+/// A member's response body, and the connection it came on: the connection
+/// goes back to its pool when the body was read to the end.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    body: Incoming,
+    connection: Option<Pooled>,
+    ended: bool,
+}
+
+impl UpstreamResponse {
+    pub fn new(body: Incoming, connection: Pooled) -> Self {
+        UpstreamResponse {
+            body,
+            connection: Some(connection),
+            ended: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.ended = true;
+        if let Some(connection) = self.connection.take() {
+            connection.release();
+        }
+    }
+}
+
+impl Drop for UpstreamResponse {
+    fn drop(&mut self) {
+        if self.ended || self.body.is_end_stream() {
+            self.finish();
+        }
+        // Otherwise the body was not read to the end: the connection closes with it.
+    }
 }
 
 impl ProxyBody {
@@ -117,21 +114,29 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream(upstream) => {
+                let polled = Pin::new(&mut upstream.body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => upstream.finish(),
+                    Poll::Ready(Some(Ok(_))) if upstream.body.is_end_stream() => upstream.finish(),
+                    _ => {}
+                }
+                polled
+            }
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Upstream(upstream) => upstream.ended || upstream.body.is_end_stream(),
             ProxyBody::Local(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Upstream(upstream) => upstream.body.size_hint(),
             ProxyBody::Local(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -62,11 +62,12 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     telemetry::init(args.log_format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = args.workers {
-        runtime.worker_threads(workers.max(1));
-    }
-    let runtime = match runtime.enable_all().build() {
+    // The proxy runs on worker threads of its own (see `run`); this runtime
+    // only follows the control plane and serves the admin endpoint.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "Cannot start the runtime");
@@ -83,9 +84,17 @@ pub fn main() -> ExitCode {
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let listeners = crate::bind_workers(args.listen, workers)
         .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    let listen_addr = listeners
+        .first()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?
+        .unwrap_or(args.listen);
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
@@ -95,7 +104,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         }
     }
     let node_id = args.node_id.clone().unwrap_or_else(host_name);
-    info!(listen.addr = %listener.local_addr()?, admin.addr = %admin.local_addr()?, node.id = %node_id, "Listening");
+    info!(listen.addr = %listen_addr, admin.addr = %admin.local_addr()?, node.id = %node_id, workers, "Listening");
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -108,7 +117,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         cache_file: args.cache_file,
         shutdown_grace: args.shutdown_grace,
     };
-    crate::run(listener, admin, settings, shutdown).await?;
+    crate::run(listeners, admin, settings, shutdown).await?;
     Ok(())
 }
 

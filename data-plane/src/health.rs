@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::body::UpstreamBody;
 use crate::table::{MemberEntry, Table};
-use crate::upstream::MemberShared;
+use crate::upstream::{MemberShared, SendError};
 
 /// The running checks, keyed by member state and check settings.
 #[derive(Debug, Default)]
@@ -97,12 +97,7 @@ async fn probe(
     host: &http::HeaderValue,
     check: &HealthCheck,
 ) -> Result<(), String> {
-    let uri = http::Uri::builder()
-        .scheme(member.scheme.clone())
-        .authority(member.authority.clone())
-        .path_and_query(check.path.as_str())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let uri = http::Uri::try_from(check.path.as_str()).map_err(|e| e.to_string())?;
     let mut request = Request::new(UpstreamBody::Empty);
     *request.uri_mut() = uri;
     request.headers_mut().insert(header::HOST, host.clone());
@@ -110,18 +105,22 @@ async fn probe(
         header::USER_AGENT,
         http::HeaderValue::from_static("switchyard-health-check"),
     );
-    let response = tokio::time::timeout(check.timeout.0, member.client().request(request))
+    let (response, connection) = tokio::time::timeout(check.timeout.0, member.send(request))
         .await
         .map_err(|_| format!("no answer to GET {} within {}", check.path, check.timeout))?
-        .map_err(|e| format!("GET {}: {e}", check.path))?;
+        .map_err(|e| match e {
+            SendError::Connect { error, .. } => format!("GET {}: {error}", check.path),
+            SendError::Exchange(error) => format!("GET {}: {error}", check.path),
+        })?;
     let status = response.status();
-    // Read the body so the connection goes back to the pool.
+    // Read the body so the connection can go back to the pool.
     if http_body_util::BodyExt::collect(response.into_body())
         .await
         .is_err()
     {
         return Err(format!("GET {}: the body was cut off", check.path));
     }
+    connection.release();
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {

@@ -24,6 +24,7 @@ pub mod state;
 pub mod table;
 pub mod upstream;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,13 @@ use crate::cache::CacheWriter;
 use crate::proxy::Proxy;
 use crate::state::State;
 
+/// Why a replica could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("worker {0}: {1}")]
+    Worker(usize, std::io::Error),
+}
+
 /// What a replica needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -46,13 +54,19 @@ pub struct Settings {
 }
 
 /// Runs a replica until `shutdown` turns true: loads the cache file, follows
-/// the control plane, serves the proxy and the admin endpoint.
+/// the control plane, serves the admin endpoint on the calling runtime, and
+/// the proxy on one worker thread per listener.
+///
+/// Each worker runs its own single-threaded runtime on its own listener (bound
+/// with `SO_REUSEPORT` to the same address, see [`bind_workers`]) with its own
+/// connection pools: a request never crosses threads, as in nginx's workers.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     admin: TcpListener,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), cache::CacheError> {
+) -> Result<(), Error> {
+    upstream::set_workers(listeners.len());
     let cache = settings.cache_file.clone().map(CacheWriter::spawn);
     let state = Arc::new(State::new(settings.node_id.clone(), cache));
     if let Some(path) = &settings.cache_file {
@@ -65,10 +79,72 @@ pub async fn run(
         shutdown.clone(),
     ));
     let admin = tokio::spawn(admin::serve(admin, state.clone(), shutdown.clone()));
-    server::serve(listener, proxy, shutdown, settings.shutdown_grace).await;
+    let mut workers = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (proxy, shutdown, grace) = (proxy.clone(), shutdown.clone(), settings.shutdown_grace);
+        let worker = std::thread::Builder::new()
+            .name(format!("switchyard-worker-{index}"))
+            .spawn(move || worker(index, listener, proxy, shutdown, grace))
+            .map_err(|e| Error::Worker(index, e))?;
+        workers.push(worker);
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        for worker in workers {
+            match worker.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => warn!("A worker thread panicked"),
+            }
+        }
+        result
+    })
+    .await;
     discovery.abort();
     admin.abort();
-    Ok(())
+    joined.unwrap_or(Ok(()))
+}
+
+/// One worker: a single-threaded runtime serving the proxy on its listener.
+fn worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<(), Error> {
+    upstream::enter_worker(index);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Worker(index, e))?;
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener).map_err(|e| Error::Worker(index, e))?;
+        server::serve(listener, proxy, shutdown, grace).await;
+        Ok(())
+    })
+}
+
+/// Binds `count` listeners to `addr` with `SO_REUSEPORT`, so the kernel spreads
+/// connections over the workers; port 0 picks one port for all of them.
+pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).

@@ -11,8 +11,9 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::balancer;
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::body::{ProxyBody, UpstreamBody, UpstreamResponse};
 use crate::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
+use crate::upstream::{Pooled, SendError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -118,11 +119,13 @@ impl Proxy {
         let host = client_host(&parts);
         let route = route(&table, host.as_ref(), parts.uri.path())?;
         let cluster = &table.clusters[route.cluster];
-        let path = rewrite_path(route, &parts.uri);
+        parts.uri = Uri::from(rewrite_path(route, &parts.uri));
         rewrite_headers(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
-        let (member, response) = forward(cluster, route, parts, path, host.as_ref(), body).await?;
-        Ok(respond(response, route, member, host.as_ref()))
+        let request = Request::from_parts(parts, UpstreamBody::from(body));
+        let (member, response, connection) =
+            forward(cluster, route, request, host.as_ref()).await?;
+        Ok(respond(response, connection, route, member, host.as_ref()))
     }
 }
 
@@ -224,17 +227,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Steps 2 and 4: pick a member and send it the request; a refused connect
-/// leaves that member out for its retry window and tries another one.
+/// Steps 2 and 4: pick a member and send it the request; a failed connect
+/// leaves that member out for its retry window and the request, which was not
+/// sent, goes to another member.
 async fn forward<'t>(
     cluster: &'t ClusterEntry,
     route: &RouteEntry,
-    parts: http::request::Parts,
-    path: PathAndQuery,
+    mut request: Request<UpstreamBody>,
     host: Option<&HeaderValue>,
-    body: Incoming,
-) -> Result<(&'t MemberEntry, Response<Incoming>), ProxyError> {
-    let (mut body, slot) = UpstreamBody::retain(body);
+) -> Result<(&'t MemberEntry, Response<Incoming>, Pooled), ProxyError> {
     let mut tried = Vec::new();
     let mut last_refusal = None;
     loop {
@@ -248,47 +249,30 @@ async fn forward<'t>(
             });
         };
         let member = &cluster.members[index];
-        let mut request = Request::from_parts(parts.clone(), body);
-        let uri = Uri::builder()
-            .scheme(member.shared.scheme.clone())
-            .authority(member.shared.authority.clone())
-            .path_and_query(path.clone())
-            .build();
-        *request.uri_mut() = uri.map_err(|e| ProxyError::Upstream {
-            member: member.shared.id.clone(),
-            error: e.to_string(),
-        })?;
         let host_header = match (route.preserve_host, host) {
             (true, Some(host)) => host.clone(),
             _ => member.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
-        let sent = tokio::time::timeout(
-            cluster.response_timeout,
-            member.shared.client().request(request),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(cluster.response_timeout, member.shared.send(request)).await;
         match sent {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 member.shared.mark_ok();
-                return Ok((member, response));
+                return Ok((member, response, connection));
             }
-            Ok(Err(error)) if error.is_connect() => {
-                let why = error_chain(&error);
+            Ok(Err(SendError::Connect {
+                request: unsent,
+                error,
+            })) => {
+                let why = error.to_string();
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member refused the connection");
                 member.shared.mark_failed(cluster.retry_window, why.clone());
                 last_refusal = Some(format!("{}: {why}", member.shared.id));
                 tried.push(index);
-                // Nothing was sent, so any method may go to another member, with its body.
-                body = match &slot {
-                    None => UpstreamBody::Empty,
-                    Some(slot) => slot.take_back().ok_or_else(|| ProxyError::Upstream {
-                        member: member.shared.id.clone(),
-                        error: format!("{why}, after the request body was read"),
-                    })?,
-                };
+                request = unsent;
             }
-            Ok(Err(error)) => {
+            Ok(Err(SendError::Exchange(error))) => {
                 let why = error_chain(&error);
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member failed the exchange");
                 return Err(ProxyError::Upstream {
@@ -320,6 +304,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// and its redirects rewritten to the client-facing address when asked.
 fn respond(
     response: Response<Incoming>,
+    connection: Pooled,
     route: &RouteEntry,
     member: &MemberEntry,
     host: Option<&HeaderValue>,
@@ -341,7 +326,10 @@ fn respond(
             }
         }
     }
-    Response::from_parts(parts, ProxyBody::Upstream(body))
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream(UpstreamResponse::new(body, connection)),
+    )
 }
 
 /// Apache's `ProxyPassReverse`: a URL of the member becomes the same URL as the

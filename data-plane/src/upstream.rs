@@ -3,24 +3,28 @@
 //! its balancer score), and the registry that hands the same state to every
 //! table that still has the member, so a swap loses none of it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use switchyard_shared::MemberAddr;
+use tokio::net::TcpStream;
+use tracing::debug;
 
 use crate::body::UpstreamBody;
 
-/// The HTTP client of one member: a pool of keep-alive connections to it.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
 /// How long an idle pooled connection to a member is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many idle connections a worker keeps per member.
+const POOL_MAX_IDLE: usize = 512;
 
 /// State of one member that outlives routing tables.
 #[derive(Debug)]
@@ -30,7 +34,11 @@ pub struct MemberShared {
     pub scheme: Scheme,
     pub authority: Authority,
     connect_timeout: Duration,
-    client: OnceLock<UpstreamClient>,
+    /// The address to connect to when the host is an IP address (no lookup then).
+    socket_addr: Option<SocketAddr>,
+    /// One pool per worker thread, plus one for everything else (health checks):
+    /// a worker only ever uses connections its own runtime drives.
+    pools: Box<[OnceLock<Arc<Pool>>]>,
     /// Until when (ms on [`clock`]) the member is left out after a failed connect; 0 = not.
     error_until_ms: AtomicU64,
     /// What active health checks say (true until they say otherwise).
@@ -48,13 +56,21 @@ impl MemberShared {
             switchyard_shared::Scheme::Https => Scheme::HTTPS,
         };
         let authority = Authority::try_from(addr.authority().as_str())?;
+        let socket_addr = addr
+            .host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, addr.port));
         Ok(MemberShared {
             id,
             addr,
             scheme,
             authority,
             connect_timeout,
-            client: OnceLock::new(),
+            socket_addr,
+            pools: (0..=WORKERS.load(Ordering::Relaxed))
+                .map(|_| OnceLock::new())
+                .collect(),
             error_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             score: AtomicI64::new(0),
@@ -62,21 +78,83 @@ impl MemberShared {
         })
     }
 
-    /// The member's connection pool, made on first use (a table of 100k
-    /// members should not build 100k pools before it serves).
-    pub fn client(&self) -> &UpstreamClient {
-        self.client.get_or_init(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(self.connect_timeout));
-            connector.set_keepalive(Some(Duration::from_secs(60)));
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .set_host(false)
-                .build(connector)
-        })
+    /// The calling worker's pool of connections to the member, made on first use.
+    pub fn pool(&self) -> &Arc<Pool> {
+        let slot = WORKER.with(Cell::get).min(self.pools.len() - 1);
+        self.pools[slot].get_or_init(Arc::default)
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) over a pooled connection,
+    /// or a new one. A request that was not sent comes back in the error, so
+    /// it can go to another member.
+    pub async fn send(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, Pooled), SendError> {
+        let pool = self.pool();
+        loop {
+            let (mut sender, reused) = match pool.take() {
+                Some(sender) => (sender, true),
+                None => match self.connect().await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => return Err(SendError::Connect { request, error }),
+                },
+            };
+            if reused && sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok((
+                        response,
+                        Pooled {
+                            sender,
+                            pool: pool.clone(),
+                        },
+                    ));
+                }
+                Err(mut error) => match error.take_message() {
+                    // A pooled connection the member had closed: try a fresh one.
+                    Some(unsent) if reused => request = unsent,
+                    Some(unsent) => {
+                        let error = ConnectError::Closed(error.into_error().to_string());
+                        return Err(SendError::Connect {
+                            request: unsent,
+                            error,
+                        });
+                    }
+                    None => return Err(SendError::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
+        if self.scheme != Scheme::HTTP {
+            return Err(ConnectError::Tls);
+        }
+        let connecting = async {
+            match self.socket_addr {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
+            .map_err(ConnectError::Io)?;
+        stream.set_nodelay(true).map_err(ConnectError::Io)?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Closed(e.to_string()))?;
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(member.id = %id, %error, "Member connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Whether the member is out for its retry window after a failed connect.
@@ -141,6 +219,81 @@ impl MemberShared {
         } else {
             "ok".to_owned()
         }
+    }
+}
+
+/// Why a connection to a member could not be had; nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect failed: {0}")]
+    Io(std::io::Error),
+    #[error("the connection closed before the request was sent: {0}")]
+    Closed(String),
+    #[error("https members are not supported yet")]
+    Tls,
+}
+
+/// Why an exchange with a member failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection: the request was not sent and comes back.
+    Connect {
+        request: Request<UpstreamBody>,
+        error: ConnectError,
+    },
+    /// The exchange broke after the request was (at least partly) sent.
+    Exchange(hyper::Error),
+}
+
+/// A worker's idle keep-alive connections to one member, most recent last.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<VecDeque<(http1::SendRequest<UpstreamBody>, Instant)>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((sender, since)) = idle.pop_back() {
+            if !sender.is_closed() && since.elapsed() < POOL_IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: http1::SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            let now = Instant::now();
+            while idle.len() >= POOL_MAX_IDLE
+                || idle
+                    .front()
+                    .is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE_TIMEOUT)
+            {
+                idle.pop_front();
+            }
+            idle.push_back((sender, now));
+        }
+    }
+}
+
+/// A connection lent to one exchange; it goes back to its pool once the
+/// response has been read to the end, and is closed otherwise.
+#[derive(Debug)]
+pub struct Pooled {
+    sender: http1::SendRequest<UpstreamBody>,
+    pool: Arc<Pool>,
+}
+
+impl Pooled {
+    /// Returns the connection to the pool (call once the response body ended).
+    pub fn release(self) {
+        self.pool.put(self.sender);
     }
 }
 
@@ -230,6 +383,24 @@ impl Generation {
         self.members.insert(key, shared.clone());
         Ok(shared)
     }
+}
+
+/// How many worker threads serve requests; set once before the first table.
+static WORKERS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The index of the worker thread this is, or `usize::MAX` off the workers.
+    static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Sets the number of worker threads (before any member state is made).
+pub fn set_workers(workers: usize) {
+    WORKERS.store(workers.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as worker `index`, so it uses that worker's pools.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
 }
 
 /// Milliseconds since the process's first look at the clock (never 0 after that).
