@@ -270,7 +270,7 @@ async fn forward<'t>(
                 member.shared.mark_failed(cluster.retry_window, why.clone());
                 last_refusal = Some(format!("{}: {why}", member.shared.id));
                 tried.push(index);
-                request = unsent;
+                request = *unsent;
             }
             Ok(Err(SendError::Exchange(error))) => {
                 let why = error_chain(&error);

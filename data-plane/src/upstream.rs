@@ -97,7 +97,12 @@ impl MemberShared {
                 Some(sender) => (sender, true),
                 None => match self.connect().await {
                     Ok(sender) => (sender, false),
-                    Err(error) => return Err(SendError::Connect { request, error }),
+                    Err(error) => {
+                        return Err(SendError::Connect {
+                            request: Box::new(request),
+                            error,
+                        });
+                    }
                 },
             };
             if reused && sender.ready().await.is_err() {
@@ -119,7 +124,7 @@ impl MemberShared {
                     Some(unsent) => {
                         let error = ConnectError::Closed(error.into_error().to_string());
                         return Err(SendError::Connect {
-                            request: unsent,
+                            request: Box::new(unsent),
                             error,
                         });
                     }
@@ -240,7 +245,7 @@ pub enum ConnectError {
 pub enum SendError {
     /// No connection: the request was not sent and comes back.
     Connect {
-        request: Request<UpstreamBody>,
+        request: Box<Request<UpstreamBody>>,
         error: ConnectError,
     },
     /// The exchange broke after the request was (at least partly) sent.
