@@ -2,8 +2,9 @@
 //! variable), logging, the runtime, binding, and signals.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::Settings;
+use crate::{Settings, tls};
 
 /// A Switchyard data-plane replica: proxies and balances HTTP traffic with the
 /// routing table the control plane streams to it.
@@ -49,6 +50,10 @@ pub struct Args {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime_duration)]
     pub shutdown_grace: Duration,
+    /// PEM file of CA certificates (one or several) that https members'
+    /// certificates may be signed by, trusted besides the public webpki roots.
+    #[arg(long, env = "SWITCHYARD_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -84,6 +89,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
+    let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -116,9 +122,24 @@ async fn start(args: Args) -> anyhow::Result<()> {
         node_id,
         cache_file: args.cache_file,
         shutdown_grace: args.shutdown_grace,
+        upstream_tls,
     };
     crate::run(listeners, admin, settings, shutdown).await?;
     Ok(())
+}
+
+/// The TLS client config for https members: the webpki roots, plus the CAs
+/// of `--upstream-ca` if given (a file that cannot be used stops the start).
+fn upstream_tls(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let Some(path) = ca_file else {
+        return tls::client_config(Vec::new()).context("TLS for https members");
+    };
+    let flag = || format!("--upstream-ca {}", path.display());
+    let cas = tls::load_ca_file(path).with_context(flag)?;
+    let certificates = cas.len();
+    let config = tls::client_config(cas).with_context(flag)?;
+    info!(upstream_ca = %path.display(), certificates, "Trusting these CAs for https members besides the webpki roots");
+    Ok(config)
 }
 
 /// The machine's host name, the default node id.

@@ -6,6 +6,7 @@
 //! - [`state`]: applying a snapshot (validate → compile → swap → cache)
 //! - [`table`], [`routing`]: the compiled table and route matching
 //! - [`balancer`], [`upstream`], [`health`]: picking members, their pools and health
+//! - [`tls`]: TLS to `https://` members (trust roots, `--upstream-ca`, the stream)
 //! - [`proxy`], [`body`]: the request path; [`server`]: accepting connections
 //! - [`admin`]: `/healthz`, `/readyz`, `/config`; [`cache`]: the last good snapshot on disk
 //! - [`cli`]: flags and `main`
@@ -22,6 +23,7 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod table;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -51,6 +53,9 @@ pub struct Settings {
     pub node_id: String,
     pub cache_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    /// The TLS client config of connections to `https://` members, made once
+    /// at start-up ([`tls::client_config`]).
+    pub upstream_tls: Arc<rustls::ClientConfig>,
 }
 
 /// Runs a replica until `shutdown` turns true: loads the cache file, follows
@@ -67,6 +72,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     upstream::set_workers(listeners.len());
+    tls::set_client_config(settings.upstream_tls.clone());
     let cache = settings.cache_file.clone().map(CacheWriter::spawn);
     let state = Arc::new(State::new(settings.node_id.clone(), cache));
     if let Some(path) = &settings.cache_file {

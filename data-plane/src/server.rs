@@ -51,9 +51,7 @@ pub async fn serve(
             },
             () = crate::stopped(&mut shutdown) => break,
         };
-        if let Err(error) = stream.set_nodelay(true) {
-            debug!(%error, "Could not set TCP_NODELAY");
-        }
+        // TCP_NODELAY is inherited from the listener (see `bind_workers`).
         let client = Arc::new((
             proxy.clone(),
             ClientInfo {

@@ -15,11 +15,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use switchyard_shared::MemberAddr;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::body::UpstreamBody;
+use crate::tls::{self, MemberStream};
 
 /// How long an idle pooled connection to a member is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,6 +38,8 @@ pub struct MemberShared {
     connect_timeout: Duration,
     /// The address to connect to when the host is an IP address (no lookup then).
     socket_addr: Option<SocketAddr>,
+    /// Plain TCP, or TLS with the name the member's certificate must match.
+    transport: Transport,
     /// One pool per worker thread, plus one for everything else (health checks):
     /// a worker only ever uses connections its own runtime drives.
     pools: Box<[OnceLock<Arc<Pool>>]>,
@@ -51,9 +55,15 @@ pub struct MemberShared {
 
 impl MemberShared {
     fn new(id: String, addr: MemberAddr, connect_timeout: Duration) -> Result<Self, http::Error> {
-        let scheme = match addr.scheme {
-            switchyard_shared::Scheme::Http => Scheme::HTTP,
-            switchyard_shared::Scheme::Https => Scheme::HTTPS,
+        let (scheme, transport) = match addr.scheme {
+            switchyard_shared::Scheme::Http => (Scheme::HTTP, Transport::Tcp),
+            switchyard_shared::Scheme::Https => (
+                Scheme::HTTPS,
+                match tls::server_name(&addr.host) {
+                    Ok(name) => Transport::Tls(name),
+                    Err(why) => Transport::BadTlsName(why),
+                },
+            ),
         };
         let authority = Authority::try_from(addr.authority().as_str())?;
         let socket_addr = addr
@@ -68,6 +78,7 @@ impl MemberShared {
             authority,
             connect_timeout,
             socket_addr,
+            transport,
             pools: (0..=WORKERS.load(Ordering::Relaxed))
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -135,8 +146,8 @@ impl MemberShared {
     }
 
     async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
-        if self.scheme != Scheme::HTTP {
-            return Err(ConnectError::Tls);
+        if let Transport::BadTlsName(why) = &self.transport {
+            return Err(ConnectError::Tls(why.clone()));
         }
         let connecting = async {
             match self.socket_addr {
@@ -149,6 +160,12 @@ impl MemberShared {
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
             .map_err(ConnectError::Io)?;
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
+        let stream = match &self.transport {
+            Transport::Tls(name) => {
+                MemberStream::Tls(Box::new(self.handshake(name, stream).await?))
+            }
+            Transport::Tcp | Transport::BadTlsName(_) => MemberStream::Plain(stream),
+        };
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -160,6 +177,28 @@ impl MemberShared {
             }
         });
         Ok(sender)
+    }
+
+    /// The TLS handshake over a connected `stream`, within the connect timeout
+    /// (a second one, after the TCP connect's).
+    async fn handshake(
+        &self,
+        name: &ServerName<'static>,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+        let connector = tls::connector().map_err(ConnectError::Tls)?;
+        tokio::time::timeout(
+            self.connect_timeout,
+            connector.connect(name.clone(), stream),
+        )
+        .await
+        .map_err(|_| {
+            ConnectError::Tls(format!(
+                "handshake timed out after {:?}",
+                self.connect_timeout
+            ))
+        })?
+        .map_err(|e| ConnectError::Tls(e.to_string()))
     }
 
     /// Whether the member is out for its retry window after a failed connect.
@@ -236,8 +275,20 @@ pub enum ConnectError {
     Io(std::io::Error),
     #[error("the connection closed before the request was sent: {0}")]
     Closed(String),
-    #[error("https members are not supported yet")]
-    Tls,
+    /// The TLS handshake failed (certificate, protocol, timeout) or cannot be tried.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+}
+
+/// How connections to a member are made.
+#[derive(Debug)]
+enum Transport {
+    /// `http://`: plain TCP.
+    Tcp,
+    /// `https://`: TLS over TCP; the certificate must match this name.
+    Tls(ServerName<'static>),
+    /// `https://` with a host that cannot be a TLS server name: every connect fails.
+    BadTlsName(String),
 }
 
 /// Why an exchange with a member failed.
