@@ -21,11 +21,18 @@ fn big_snapshot(version: u64, routes: usize, members_per_cluster: usize) -> Snap
         let mut cluster = Cluster::new(name.clone());
         for _ in 0..members_per_cluster {
             let ip = [10, (n >> 16) as u8, (n >> 8) as u8, n as u8];
-            cluster.members.push(Member::new(format!("http://{}.{}.{}.{}:8080", ip[0], ip[1], ip[2], ip[3])));
+            cluster.members.push(Member::new(format!(
+                "http://{}.{}.{}.{}:8080",
+                ip[0], ip[1], ip[2], ip[3]
+            )));
             n += 1;
         }
         config.clusters.push(cluster);
-        config.routes.push(Route::new(format!("route-{i:05}"), format!("/svc/{i}/"), name));
+        config.routes.push(Route::new(
+            format!("route-{i:05}"),
+            format!("/svc/{i}/"),
+            name,
+        ));
     }
     Snapshot::new(version, "bench-store", config)
 }
@@ -36,7 +43,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn bench_apply() {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let _guard = runtime.enter();
     let (routes, per_cluster) = (10_000, 10);
     let mut fresh = Vec::new();
@@ -70,17 +80,25 @@ fn bench_lookup() {
             router.insert(None, &format!("/svc/{i}/"), i);
         }
         router.insert(None, "/", routes);
-        let paths: Vec<String> = (0..1024).map(|i| format!("/svc/{}/users/42?x=1", (i * 7919) % routes)).collect();
+        let paths: Vec<String> = (0..1024)
+            .map(|i| format!("/svc/{}/users/42?x=1", (i * 7919) % routes))
+            .collect();
         let iterations = 2_000_000;
         let mut samples = Vec::new();
         for _ in 0..5 {
             let started = Instant::now();
             for i in 0..iterations {
-                black_box(router.lookup(black_box(Some("example.com")), black_box(&paths[i % paths.len()])));
+                black_box(router.lookup(
+                    black_box(Some("example.com")),
+                    black_box(&paths[i % paths.len()]),
+                ));
             }
             samples.push(started.elapsed() / iterations as u32);
         }
-        println!("lookup with {routes:>6} routes: {:?} per lookup (median of 5)", median(samples));
+        println!(
+            "lookup with {routes:>6} routes: {:?} per lookup (median of 5)",
+            median(samples)
+        );
     }
 }
 

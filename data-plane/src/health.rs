@@ -62,7 +62,7 @@ impl HealthChecks {
 
 fn spawn_check(cluster: String, member: &MemberEntry, check: HealthCheck) -> JoinHandle<()> {
     let shared = member.shared.clone();
-    let host = member.host_header.clone();
+    let host = member.shared.host_header.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(check.interval.0);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

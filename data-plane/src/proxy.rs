@@ -251,7 +251,7 @@ async fn forward<'t>(
         let member = &cluster.members[index];
         let host_header = match (route.preserve_host, host) {
             (true, Some(host)) => host.clone(),
-            _ => member.host_header.clone(),
+            _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
         let sent =
@@ -344,7 +344,7 @@ fn rewrite_location(
         .rewrite_prefix
         .as_deref()
         .unwrap_or(&route.path_prefix);
-    let base = &member.base_url;
+    let base = &member.shared.base_url;
     let (origin, rest) = match value.get(..base.len()) {
         Some(head) if head.eq_ignore_ascii_case(base) => {
             (format!("http://{host}"), &value[base.len()..])

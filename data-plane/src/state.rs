@@ -110,12 +110,18 @@ impl State {
             hash: table.hash.clone(),
         };
         let table = Arc::new(table);
-        self.table.store(Some(table.clone()));
+        let replaced = self.table.swap(Some(table.clone()));
         let applying = &mut *applying;
-        applying.registry.commit(generation);
+        let forgotten = applying.registry.commit(generation);
         applying.health.reconcile(&table);
         if let Some(cache) = &self.cache {
             cache.store(Arc::new(snapshot));
+        }
+        // Freeing a large table takes time the ACK should not wait for.
+        let garbage = (replaced, forgotten);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(garbage))),
+            Err(_) => drop(garbage),
         }
         info!(
             version = running.version,

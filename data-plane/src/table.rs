@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use switchyard_shared::validate::{self, ConfigError};
 use switchyard_shared::{HealthCheck, MemberState, Snapshot};
 
@@ -49,10 +48,6 @@ pub struct MemberEntry {
     pub shared: Arc<MemberShared>,
     pub weight: u32,
     pub state: MemberState,
-    /// The `Host` sent to the member when the route does not preserve the client's.
-    pub host_header: HeaderValue,
-    /// `scheme://host:port` in lower case, to recognise the member's own URLs in redirects.
-    pub base_url: String,
 }
 
 /// Why a snapshot could not be applied (the data plane NACKs it with this).
@@ -82,7 +77,7 @@ pub fn compile(
     snapshot: &mut Snapshot,
     registry: &Registry,
 ) -> Result<(Table, Generation), CompileError> {
-    validate::validate_config(&mut snapshot.config)?;
+    let addrs = validate::validate_config(&mut snapshot.config)?;
     if let Ok(rejected) = std::env::var(REJECT_CLUSTER_ENV)
         && snapshot.config.cluster(&rejected).is_some()
     {
@@ -93,15 +88,9 @@ pub fn compile(
     let mut generation = registry.begin();
     let mut clusters = Vec::with_capacity(snapshot.config.clusters.len());
     let mut cluster_index = HashMap::with_capacity(snapshot.config.clusters.len());
-    for cluster in &snapshot.config.clusters {
+    for (cluster, addrs) in snapshot.config.clusters.iter().zip(addrs) {
         let mut members = Vec::with_capacity(cluster.members.len());
-        for member in &cluster.members {
-            let to_error = |error| CompileError::Member {
-                cluster: cluster.name.clone(),
-                member: member.id.clone(),
-                error,
-            };
-            let addr = validate::parse_member_url(&member.url)?;
+        for (member, addr) in cluster.members.iter().zip(addrs) {
             let shared = generation
                 .member(
                     registry,
@@ -110,23 +99,15 @@ pub fn compile(
                     &addr,
                     cluster.connect_timeout.0,
                 )
-                .map_err(to_error)?;
-            let default_port = match addr.scheme {
-                switchyard_shared::Scheme::Http => 80,
-                switchyard_shared::Scheme::Https => 443,
-            };
-            let host = if addr.port == default_port {
-                shared.authority.host().to_owned()
-            } else {
-                shared.authority.as_str().to_owned()
-            };
-            let host_header = HeaderValue::try_from(host).map_err(|e| to_error(e.into()))?;
+                .map_err(|error| CompileError::Member {
+                    cluster: cluster.name.clone(),
+                    member: member.id.clone(),
+                    error,
+                })?;
             members.push(MemberEntry {
-                base_url: addr.base_url().to_ascii_lowercase(),
                 shared,
                 weight: member.weight,
                 state: member.state,
-                host_header,
             });
         }
         cluster_index.insert(cluster.name.as_str(), clusters.len());
@@ -243,8 +224,11 @@ pub(crate) mod tests {
             &Registry::default(),
         )
         .unwrap();
-        assert_eq!(table.clusters[0].members[0].host_header, "backend");
-        assert_eq!(table.clusters[0].members[1].host_header, "127.0.0.1:8080");
+        assert_eq!(table.clusters[0].members[0].shared.host_header, "backend");
+        assert_eq!(
+            table.clusters[0].members[1].shared.host_header,
+            "127.0.0.1:8080"
+        );
     }
 
     #[test]

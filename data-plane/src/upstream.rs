@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -35,6 +35,10 @@ pub struct MemberShared {
     pub addr: MemberAddr,
     pub scheme: Scheme,
     pub authority: Authority,
+    /// The `Host` sent to the member when the route does not preserve the client's.
+    pub host_header: HeaderValue,
+    /// `scheme://host:port` in lower case, to recognise the member's own URLs in redirects.
+    pub base_url: String,
     connect_timeout: Duration,
     /// The address to connect to when the host is an IP address (no lookup then).
     socket_addr: Option<SocketAddr>,
@@ -66,6 +70,14 @@ impl MemberShared {
             ),
         };
         let authority = Authority::try_from(addr.authority().as_str())?;
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = if addr.port == default_port {
+            authority.host()
+        } else {
+            authority.as_str()
+        };
+        let host_header = HeaderValue::try_from(host)?;
+        let base_url = addr.base_url().to_ascii_lowercase();
         let socket_addr = addr
             .host
             .parse::<IpAddr>()
@@ -76,6 +88,8 @@ impl MemberShared {
             addr,
             scheme,
             authority,
+            host_header,
+            base_url,
             connect_timeout,
             socket_addr,
             transport,
@@ -365,15 +379,8 @@ pub struct ClusterShared {
 #[derive(Debug, Default)]
 pub struct Registry {
     clusters: HashMap<String, Arc<ClusterShared>>,
-    members: HashMap<MemberKey, Arc<MemberShared>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct MemberKey {
-    cluster: String,
-    id: String,
-    addr: MemberAddr,
-    connect_timeout: Duration,
+    /// Cluster name → member id → state.
+    members: HashMap<String, HashMap<String, Arc<MemberShared>>>,
 }
 
 /// What a new table needs from the registry; build one with [`Registry::begin`]
@@ -381,7 +388,7 @@ struct MemberKey {
 #[derive(Debug, Default)]
 pub struct Generation {
     clusters: HashMap<String, Arc<ClusterShared>>,
-    members: HashMap<MemberKey, Arc<MemberShared>>,
+    members: HashMap<String, HashMap<String, Arc<MemberShared>>>,
 }
 
 impl Registry {
@@ -390,17 +397,20 @@ impl Registry {
         Generation::default()
     }
 
-    /// Keeps the state of the new generation and drops what the new table no longer has.
-    pub fn commit(&mut self, generation: Generation) {
-        self.clusters = generation.clusters;
-        self.members = generation.members;
+    /// Keeps the state of the new generation; returns the previous one, whose
+    /// members the new table no longer has, for the caller to drop.
+    pub fn commit(&mut self, generation: Generation) -> Registry {
+        Registry {
+            clusters: std::mem::replace(&mut self.clusters, generation.clusters),
+            members: std::mem::replace(&mut self.members, generation.members),
+        }
     }
 
     /// All members of the current generation, for health reports.
     pub fn members(&self) -> impl Iterator<Item = (&str, &Arc<MemberShared>)> {
         self.members
             .iter()
-            .map(|(key, member)| (key.cluster.as_str(), member))
+            .flat_map(|(cluster, members)| members.values().map(move |m| (cluster.as_str(), m)))
     }
 }
 
@@ -422,13 +432,12 @@ impl Generation {
         addr: &MemberAddr,
         connect_timeout: Duration,
     ) -> Result<Arc<MemberShared>, http::Error> {
-        let key = MemberKey {
-            cluster: cluster.to_owned(),
-            id: id.to_owned(),
-            addr: addr.clone(),
-            connect_timeout,
-        };
-        let shared = match previous.members.get(&key) {
+        let kept = previous
+            .members
+            .get(cluster)
+            .and_then(|members| members.get(id))
+            .filter(|m| m.addr == *addr && m.connect_timeout == connect_timeout);
+        let shared = match kept {
             Some(shared) => shared.clone(),
             None => Arc::new(MemberShared::new(
                 id.to_owned(),
@@ -436,7 +445,11 @@ impl Generation {
                 connect_timeout,
             )?),
         };
-        self.members.insert(key, shared.clone());
+        let members = match self.members.get_mut(cluster) {
+            Some(members) => members,
+            None => self.members.entry(cluster.to_owned()).or_default(),
+        };
+        members.insert(id.to_owned(), shared.clone());
         Ok(shared)
     }
 }

@@ -178,8 +178,9 @@ pub fn normalize_member(member: &mut Member) -> Result<MemberAddr, ConfigError> 
     Ok(addr)
 }
 
-/// Checks a cluster and fills in its members' ids.
-pub fn normalize_cluster(cluster: &mut Cluster) -> Result<(), ConfigError> {
+/// Checks a cluster and fills in its members' ids; returns the members'
+/// addresses, in order.
+pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, ConfigError> {
     validate_name("cluster", &cluster.name)?;
     let name = cluster.name.clone();
     let in_cluster = |e: ConfigError| ConfigError {
@@ -199,24 +200,29 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<(), ConfigError> {
     if let Some(check) = &cluster.health_check {
         validate_health_check(check).map_err(in_cluster)?;
     }
-    let mut ids = HashSet::new();
-    let mut addrs = HashSet::new();
-    for member in &mut cluster.members {
-        let addr = normalize_member(member).map_err(in_cluster)?;
-        if !ids.insert(member.id.clone()) {
+    let addrs = cluster
+        .members
+        .iter_mut()
+        .map(normalize_member)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(in_cluster)?;
+    let mut ids = HashSet::with_capacity(addrs.len());
+    let mut unique_addrs = HashSet::with_capacity(addrs.len());
+    for (member, addr) in cluster.members.iter().zip(&addrs) {
+        if !ids.insert(member.id.as_str()) {
             return Err(in_cluster(ConfigError::invalid(format!(
                 "member id {:?} appears twice",
                 member.id
             ))));
         }
-        if !addrs.insert(addr) {
+        if !unique_addrs.insert(addr) {
             return Err(in_cluster(ConfigError::invalid(format!(
                 "member url {:?} appears twice",
                 member.url
             ))));
         }
     }
-    Ok(())
+    Ok(addrs)
 }
 
 fn validate_health_check(check: &HealthCheck) -> Result<(), ConfigError> {
@@ -289,10 +295,12 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
 
 /// Checks a whole config: every cluster and route, unique names, routes that
 /// lead to existing clusters, no two routes with the same host and prefix.
-pub fn validate_config(config: &mut Config) -> Result<(), ConfigError> {
+/// Returns the addresses of every cluster's members, in order.
+pub fn validate_config(config: &mut Config) -> Result<Vec<Vec<MemberAddr>>, ConfigError> {
     let mut names = HashSet::new();
+    let mut addrs = Vec::with_capacity(config.clusters.len());
     for cluster in &mut config.clusters {
-        normalize_cluster(cluster)?;
+        addrs.push(normalize_cluster(cluster)?);
         if !names.insert(cluster.name.as_str()) {
             return Err(ConfigError::invalid(format!(
                 "cluster {:?} appears twice",
@@ -323,7 +331,7 @@ pub fn validate_config(config: &mut Config) -> Result<(), ConfigError> {
             )));
         }
     }
-    Ok(())
+    Ok(addrs)
 }
 
 #[cfg(test)]
