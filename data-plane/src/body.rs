@@ -3,11 +3,14 @@
 //! the proxy made itself). Nothing here holds a whole body in memory.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
 
 use crate::upstream::Pooled;
 
@@ -15,16 +18,52 @@ use crate::upstream::Pooled;
 #[derive(Debug)]
 pub enum UpstreamBody {
     Empty,
-    Client(Incoming),
+    Client {
+        body: Incoming,
+        progress: Arc<BodyProgress>,
+    },
 }
 
-impl From<Incoming> for UpstreamBody {
-    fn from(body: Incoming) -> Self {
-        if body.is_end_stream() {
-            UpstreamBody::Empty
-        } else {
-            UpstreamBody::Client(body)
+/// Whether a client's request body has been sent to the member in full: the
+/// response timeout starts then, and a connection is pooled again only then.
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl BodyProgress {
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the body was sent (or failed).
+    pub async fn finished(&self) {
+        if !self.is_done() {
+            self.notify.notified().await;
         }
+    }
+
+    fn finish(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            // `notify_one` keeps a permit if nobody waits yet.
+            self.notify.notify_one();
+        }
+    }
+}
+
+impl UpstreamBody {
+    /// Wraps a client's body; with its progress when there is a body to send.
+    pub fn from_client(body: Incoming) -> (Self, Option<Arc<BodyProgress>>) {
+        if body.is_end_stream() {
+            return (UpstreamBody::Empty, None);
+        }
+        let progress = Arc::new(BodyProgress::default());
+        let body = UpstreamBody::Client {
+            body,
+            progress: progress.clone(),
+        };
+        (body, Some(progress))
     }
 }
 
@@ -38,21 +77,29 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Client(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Client { body, progress } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None | Some(Err(_))) => progress.finish(),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => progress.finish(),
+                    _ => {}
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Client(body) => body.is_end_stream(),
+            UpstreamBody::Client { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Client(body) => body.size_hint(),
+            UpstreamBody::Client { body, .. } => body.size_hint(),
         }
     }
 }

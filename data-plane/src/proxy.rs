@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::balancer;
-use crate::body::{ProxyBody, UpstreamBody, UpstreamResponse};
+use crate::body::{BodyProgress, ProxyBody, UpstreamBody, UpstreamResponse};
 use crate::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::upstream::{Pooled, SendError};
 
@@ -122,9 +122,10 @@ impl Proxy {
         parts.uri = Uri::from(rewrite_path(route, &parts.uri));
         rewrite_headers(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
-        let request = Request::from_parts(parts, UpstreamBody::from(body));
+        let (body, progress) = UpstreamBody::from_client(body);
+        let request = Request::from_parts(parts, body);
         let (member, response, connection) =
-            forward(cluster, route, request, host.as_ref()).await?;
+            forward(cluster, route, request, progress, host.as_ref()).await?;
         Ok(respond(response, connection, route, member, host.as_ref()))
     }
 }
@@ -201,12 +202,13 @@ fn rewrite_headers(
 
 /// Removes `Connection` and every header it names, and the other hop-by-hop headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    if headers.contains_key(header::CONNECTION) {
+        // `Connection` may come as several lines; every one of them counts.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -234,6 +236,7 @@ async fn forward<'t>(
     cluster: &'t ClusterEntry,
     route: &RouteEntry,
     mut request: Request<UpstreamBody>,
+    progress: Option<Arc<BodyProgress>>,
     host: Option<&HeaderValue>,
 ) -> Result<(&'t MemberEntry, Response<Incoming>, Pooled), ProxyError> {
     let mut tried = Vec::new();
@@ -254,12 +257,17 @@ async fn forward<'t>(
             _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
-        let sent =
-            tokio::time::timeout(cluster.response_timeout, member.shared.send(request)).await;
+        let sent = exchange(
+            member,
+            request,
+            cluster.response_timeout,
+            progress.as_deref(),
+        )
+        .await;
         match sent {
             Ok(Ok((response, connection))) => {
                 member.shared.mark_ok();
-                return Ok((member, response, connection));
+                return Ok((member, response, connection.carrying(progress)));
             }
             Ok(Err(SendError::Connect {
                 request: unsent,
@@ -285,6 +293,28 @@ async fn forward<'t>(
                 return Err(ProxyError::Timeout(member.shared.id.clone()));
             }
         }
+    }
+}
+
+/// Sends a request to a member and waits for its answer, for at most
+/// `timeout` from when the request body was sent in full: a slow upload from
+/// the client is not the member's slowness (Apache's `timeout`, nginx's
+/// `proxy_read_timeout`).
+async fn exchange(
+    member: &MemberEntry,
+    request: Request<UpstreamBody>,
+    timeout: std::time::Duration,
+    progress: Option<&BodyProgress>,
+) -> Result<Result<(Response<Incoming>, Pooled), SendError>, tokio::time::error::Elapsed> {
+    let send = member.shared.send(request);
+    let Some(progress) = progress else {
+        return tokio::time::timeout(timeout, send).await;
+    };
+    tokio::pin!(send);
+    tokio::select! {
+        biased;
+        sent = &mut send => Ok(sent),
+        () = progress.finished() => tokio::time::timeout(timeout, send).await,
     }
 }
 

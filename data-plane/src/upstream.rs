@@ -20,7 +20,7 @@ use switchyard_shared::MemberAddr;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::body::UpstreamBody;
+use crate::body::{BodyProgress, UpstreamBody};
 use crate::tls::{self, MemberStream};
 
 /// How long an idle pooled connection to a member is kept.
@@ -140,6 +140,7 @@ impl MemberShared {
                         Pooled {
                             sender,
                             pool: pool.clone(),
+                            request_body: None,
                         },
                     ));
                 }
@@ -358,12 +359,23 @@ impl Pool {
 pub struct Pooled {
     sender: http1::SendRequest<UpstreamBody>,
     pool: Arc<Pool>,
+    request_body: Option<Arc<BodyProgress>>,
 }
 
 impl Pooled {
-    /// Returns the connection to the pool (call once the response body ended).
+    /// Ties the connection to the request body it carries: it is pooled again
+    /// only if that body was sent in full (a member may answer early).
+    pub fn carrying(mut self, request_body: Option<Arc<BodyProgress>>) -> Self {
+        self.request_body = request_body;
+        self
+    }
+
+    /// Returns the connection to the pool (call once the response body ended);
+    /// a connection still sending its request body is closed instead.
     pub fn release(self) {
-        self.pool.put(self.sender);
+        if self.request_body.as_ref().is_none_or(|body| body.is_done()) {
+            self.pool.put(self.sender);
+        }
     }
 }
 

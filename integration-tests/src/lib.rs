@@ -10,6 +10,15 @@
 //! - [`fleet`]: a control plane with its replicas, connected, in one value.
 //! - [`backend`]: [`spawn_backend`], a hyper server that answers a fixed body
 //!   and echoes what it received.
+//! - [`echo_backend`]: [`spawn_echo_backend`], a backend that reads request
+//!   bodies (streamed through a checksum), echoes them, streams large
+//!   downloads, sleeps, and answers repeated and hop-by-hop headers on request.
+//! - [`raw_backend`]: [`spawn_raw_backend`], a member on a bare socket that
+//!   closes without answering, or answers garbage or a response written to
+//!   the byte.
+//! - [`payload`]: large bodies generated on the fly ([`payload::Payload`]) and a
+//!   streaming byte count and hash ([`payload::Checksum`]).
+//! - [`conn`]: connection-level HTTP/1.1 and h2c clients for streamed bodies.
 //! - [`bodies`]: the JSON bodies of common API calls.
 //! - [`client`]: a small HTTP client that returns status, headers and body.
 //! - [`load`]: a bounded client loop that counts every failure.
@@ -20,22 +29,29 @@
 pub mod backend;
 pub mod bodies;
 pub mod client;
+pub mod conn;
 pub mod control_plane;
 pub mod data_plane;
 pub mod dirs;
+pub mod echo_backend;
 pub mod eventually;
 pub mod fleet;
 pub mod load;
+pub mod payload;
 pub mod process;
+pub mod raw_backend;
+pub mod tls_backend;
 
 pub use backend::{Backend, SeenRequest, spawn_backend};
 pub use client::{Client, Response, get};
 pub use control_plane::{ControlPlane, spawn_control_plane};
 pub use data_plane::{DataPlane, DataPlaneOptions, spawn_data_plane};
 pub use dirs::TestDir;
+pub use echo_backend::{EchoBackend, EchoRequest, spawn_echo_backend};
 pub use eventually::{consistently, eventually};
 pub use fleet::Fleet;
 pub use load::{Load, LoadOptions, LoadReport};
+pub use raw_backend::{Misbehaviour, RawBackend, spawn_raw_backend};
 
 use std::time::Duration;
 
