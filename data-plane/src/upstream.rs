@@ -120,7 +120,8 @@ impl MemberShared {
         loop {
             let (mut sender, reused) = match pool.take() {
                 Some(sender) => (sender, true),
-                None => match self.connect().await {
+                // Boxed: the connect future is large and rare; the common path stays small.
+                None => match Box::pin(self.connect()).await {
                     Ok(sender) => (sender, false),
                     Err(error) => {
                         return Err(SendError::Connect {
