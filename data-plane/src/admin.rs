@@ -82,6 +82,14 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 serde_json::json!({"node_id": state.node_id, "version": 0, "error": "no snapshot applied yet"}),
             ),
         },
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render(state))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         "/members" => json(
             StatusCode::OK,
             serde_json::Value::Array(

@@ -157,6 +157,7 @@ async fn apply(state: &Arc<State>, snapshot: v1::Snapshot) -> v1::data_plane_mes
     })
     .await
     .unwrap_or_else(|e| Err(format!("applying the snapshot failed: {e}")));
+    crate::metrics::snapshot(applied.is_ok());
     match applied {
         Ok(running) => v1::data_plane_message::Kind::Ack(v1::Ack {
             version: running.version,

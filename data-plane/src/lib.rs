@@ -18,6 +18,7 @@ pub mod cache;
 pub mod cli;
 pub mod discovery;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;

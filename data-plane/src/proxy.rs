@@ -10,10 +10,10 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use crate::balancer;
 use crate::body::{BodyProgress, ProxyBody, UpstreamBody, UpstreamResponse};
 use crate::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::upstream::{Pooled, SendError};
+use crate::{balancer, metrics};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -99,13 +99,16 @@ impl Proxy {
         request: Request<Incoming>,
         client: &ClientInfo,
     ) -> Response<ProxyBody> {
-        match self.proxy(request, client).await {
+        let response = match self.proxy(request, client).await {
             Ok(response) => response,
             Err(error) => {
                 debug!(%error, "Request failed");
+                metrics::error(&error);
                 error.into_response()
             }
-        }
+        };
+        metrics::response(response.status());
+        response
     }
 
     async fn proxy(
