@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use switchyard_shared::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
+use crate::discovery::Coalesce;
 use crate::{DEFAULT_SHUTDOWN_GRACE, Settings};
 
 /// Switchyard's control plane: holds clusters, members and routes, serves the
@@ -34,9 +36,18 @@ pub struct Args {
     pub state_file: PathBuf,
 
     /// A config document (the `GET /api/v1/config` shape) applied when the
-    /// store is new, i.e. when there is no state file yet.
+    /// store is empty: no state file yet, or one that was never written to.
     #[arg(long = "config", value_name = "FILE", env = "SWITCHYARD_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// Writes that follow each other within this quiet time are pushed to the
+    /// replicas as one snapshot ("0s": push every write at once).
+    #[arg(long, env = "SWITCHYARD_PUSH_QUIET", value_parser = humantime::parse_duration, default_value = "2ms")]
+    pub push_quiet: Duration,
+
+    /// The longest a push waits for a burst of writes to end.
+    #[arg(long, env = "SWITCHYARD_PUSH_MAX_DELAY", value_parser = humantime::parse_duration, default_value = "50ms")]
+    pub push_max_delay: Duration,
 
     /// Log lines as human-readable text or JSON.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -49,6 +60,10 @@ impl Args {
             state_file: self.state_file.clone(),
             bootstrap: self.config.clone(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            coalesce: Coalesce {
+                quiet: self.push_quiet,
+                max_delay: self.push_max_delay,
+            },
         }
     }
 }

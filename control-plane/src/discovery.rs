@@ -39,6 +39,44 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Outbound = mpsc::Sender<Result<v1::ControlPlaneMessage, Status>>;
 
+/// How a burst of writes becomes one push: after a change, a stream waits
+/// until no newer change came for `quiet`, or `max_delay` passed since the
+/// first one, then sends the latest snapshot. On top of that a replica has one
+/// snapshot in flight at a time (see [`Registry::should_send`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesce {
+    pub quiet: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for Coalesce {
+    /// 2 ms of quiet, at most 50 ms: a scripted burst is one push, and a single
+    /// write still reaches every replica in milliseconds.
+    fn default() -> Self {
+        Coalesce {
+            quiet: Duration::from_millis(2),
+            max_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Coalesce {
+    /// Returns once the changes on `snapshots` settled (or the channel closed).
+    async fn settle(self, snapshots: &mut watch::Receiver<crate::store::Published>) {
+        if self.quiet.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.max_delay;
+        loop {
+            let quiet_until = (tokio::time::Instant::now() + self.quiet).min(deadline);
+            match tokio::time::timeout_at(quiet_until, snapshots.changed()).await {
+                Ok(Ok(())) if tokio::time::Instant::now() < deadline => {}
+                _ => return,
+            }
+        }
+    }
+}
+
 /// The `ConfigDiscovery` service; cheap to clone (clones share their tasks).
 #[derive(Debug, Clone)]
 pub struct Discovery {
@@ -51,17 +89,20 @@ struct Shared {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
+    coalesce: Coalesce,
     /// The stream tasks: owned here, reaped as they end, joined at shutdown.
     tasks: Mutex<JoinSet<()>>,
 }
 
 impl Discovery {
-    /// A service over `store` and `registry`; its streams end when `stop` turns true.
+    /// A service over `store` and `registry` that gathers bursts of writes as
+    /// `coalesce` says; its streams end when `stop` turns true.
     pub fn new(
         store: Store,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         stop: watch::Receiver<bool>,
+        coalesce: Coalesce,
     ) -> Self {
         Discovery {
             shared: Arc::new(Shared {
@@ -69,6 +110,7 @@ impl Discovery {
                 registry,
                 metrics,
                 stop,
+                coalesce,
                 tasks: Mutex::new(JoinSet::new()),
             }),
         }
@@ -228,7 +270,12 @@ impl ReplicaStream {
         let shared = self.shared.clone();
         let mut snapshots = shared.store.subscribe();
         let mut stop = shared.stop.clone();
+        let mut burst = false;
         loop {
+            // A new version came: let the rest of its burst come too, then send the latest.
+            if std::mem::take(&mut burst) {
+                shared.coalesce.settle(&mut snapshots).await;
+            }
             let published = snapshots.borrow_and_update().clone();
             if shared
                 .registry
@@ -254,6 +301,8 @@ impl ReplicaStream {
                 _ = self.tx.closed() => return End::Closed,
                 changed = snapshots.changed() => if changed.is_err() {
                     return End::Closed;
+                } else {
+                    burst = true;
                 },
                 message = self.inbound.message() => match message {
                     Ok(Some(message)) => {

@@ -46,10 +46,13 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Settings {
     /// Where the store keeps its snapshot (JSON), written durably on every change.
     pub state_file: PathBuf,
-    /// A config document applied when the store is new (no state file yet).
+    /// A config document applied when the store is empty (no state file yet,
+    /// or one never written to).
     pub bootstrap: Option<PathBuf>,
     /// How long in-flight work may take after the shutdown signal before it is cut.
     pub shutdown_grace: Duration,
+    /// How bursts of writes are gathered into one push.
+    pub coalesce: discovery::Coalesce,
 }
 
 impl Settings {
@@ -59,6 +62,7 @@ impl Settings {
             state_file: state_file.into(),
             bootstrap: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            coalesce: discovery::Coalesce::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ pub async fn run(
         registry.clone(),
         metrics.clone(),
         stop_rx.clone(),
+        settings.coalesce,
     );
     let app = router(AppState::new(store, registry, metrics));
 

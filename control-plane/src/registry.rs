@@ -177,6 +177,16 @@ impl Registry {
         if replica.store_id == current.store_id && replica.hash == current.hash {
             replica.version = replica.version.max(current.version);
         }
+        // What it refused before this control plane knew it (e.g. before a restart).
+        if let Some(refused) = hello
+            .refused
+            .as_ref()
+            .filter(|r| r.store_id == current.store_id)
+            && replica.nacked_version.is_none_or(|n| n < refused.version)
+        {
+            replica.nacked_version = Some(refused.version);
+            replica.last_error = Some(refused.error.clone());
+        }
         drop(replicas);
         self.changed();
         Connection {
@@ -189,8 +199,10 @@ impl Registry {
     /// Whether `current` should be sent now on stream `connection` of
     /// `node_id`; if so it is recorded as sent. Nothing is sent to a replica
     /// that already runs it (same store and hash), that refused this version
-    /// or a newer one, or that was sent it already on this stream; version 0
-    /// (an empty new store) is never sent.
+    /// or a newer one, that was sent it already on this stream, or that has
+    /// not answered the last snapshot sent yet (one snapshot in flight per
+    /// replica: a slow replica gets the latest version once it answers, not
+    /// every step); version 0 (an empty new store) is never sent.
     pub fn should_send(&self, node_id: &str, connection: u64, current: &Snapshot) -> bool {
         if current.version == 0 {
             return false;
@@ -214,7 +226,8 @@ impl Registry {
             }
             return false;
         }
-        if replica.sent_version == Some(current.version)
+        if replica.in_flight
+            || replica.sent_version == Some(current.version)
             || replica.nacked_version.is_some_and(|n| n >= current.version)
         {
             return false;
@@ -228,6 +241,10 @@ impl Registry {
     pub fn ack(&self, node_id: &str, connection: u64, ack: &v1::Ack, current: &Snapshot) {
         self.update(node_id, connection, |replica| {
             replica.answered(ack.version);
+            if replica.nacked_version.is_none_or(|n| n < ack.version) {
+                // It runs something newer than what it refused: the error is history.
+                replica.last_error = None;
+            }
             replica.version = ack.version;
             replica.store_id.clone_from(&current.store_id);
             replica.hash = if !ack.hash.is_empty() {

@@ -97,7 +97,8 @@ impl Published {
 impl Store {
     /// Opens the state file at `path`, or creates it (with a new store id) if
     /// it does not exist, applying the `bootstrap` config document to the new
-    /// store. The bootstrap file is checked even when the store exists.
+    /// store, or to a store that was never written to (version 0). The
+    /// bootstrap file is checked even when it is not applied.
     pub async fn open(path: PathBuf, bootstrap: Option<PathBuf>) -> Result<Store, StoreError> {
         tokio::task::spawn_blocking(move || Store::open_blocking(&path, bootstrap.as_deref()))
             .await
@@ -107,12 +108,23 @@ impl Store {
     /// [`Store::open`] for callers outside of async code.
     pub fn open_blocking(path: &Path, bootstrap: Option<&Path>) -> Result<Store, StoreError> {
         let bootstrap = bootstrap.map(read_bootstrap).transpose()?;
-        let snapshot = match load(path)? {
-            Some(snapshot) => {
+        let snapshot = match (load(path)?, bootstrap) {
+            // Never written to (version 0): the store is empty, so the bootstrap applies.
+            (Some(empty), Some(config)) if empty.version == 0 && config != Config::default() => {
+                let snapshot = Snapshot::new(1, empty.store_id, config);
+                persist(path, &snapshot)?;
+                info!(
+                    state.file = %path.display(),
+                    store.id = %snapshot.store_id,
+                    "The store was empty; applied the bootstrap config as version 1"
+                );
+                snapshot
+            }
+            (Some(snapshot), bootstrap) => {
                 if bootstrap.is_some() {
                     info!(
                         state.file = %path.display(),
-                        "State file exists; the bootstrap config is not applied"
+                        "The store has a config; the bootstrap config is not applied"
                     );
                 }
                 info!(
@@ -123,7 +135,7 @@ impl Store {
                 );
                 snapshot
             }
-            None => {
+            (None, bootstrap) => {
                 let config = bootstrap.unwrap_or_default();
                 let version = if config == Config::default() { 0 } else { 1 };
                 let snapshot = Snapshot::new(version, new_store_id(), config);

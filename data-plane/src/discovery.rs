@@ -20,6 +20,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often member health is compared with what was last reported.
 const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+/// A stream that stayed open this long was a good one: the next reconnect
+/// starts from the smallest backoff, even if no message came on it (a replica
+/// that was already synced is sent nothing).
+const STABLE_STREAM: Duration = Duration::from_secs(10);
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +68,20 @@ pub async fn run(state: Arc<State>, endpoints: Vec<String>, mut shutdown: watch:
         return;
     }
     let mut backoff = Backoff::new();
+    // The newest refused snapshot, told to every control plane in the hello.
+    let mut refused = None;
     for endpoint in endpoints.iter().cycle() {
-        let session = session(&state, endpoint, &mut backoff);
+        let started = tokio::time::Instant::now();
+        let session = session(&state, endpoint, &mut backoff, &mut refused);
         let result = tokio::select! {
             result = session => result,
             () = crate::stopped(&mut shutdown) => return,
         };
         if let Err(error) = result {
             warn!(control_plane = %endpoint, %error, "Config stream ended");
+        }
+        if started.elapsed() >= STABLE_STREAM {
+            backoff.reset();
         }
         let delay = backoff.delay();
         debug!(?delay, "Reconnecting after backoff");
@@ -87,6 +97,7 @@ async fn session(
     state: &Arc<State>,
     endpoint: &str,
     backoff: &mut Backoff,
+    refused: &mut Option<v1::Refused>,
 ) -> Result<(), StreamError> {
     let channel = Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| StreamError::Address(endpoint.to_owned(), e))?
@@ -107,6 +118,7 @@ async fn session(
         version: running.version,
         store_id: running.store_id,
         hash: running.hash,
+        refused: refused.clone(),
     };
     send(&outbound, v1::data_plane_message::Kind::Hello(hello)).await?;
     let mut inbound = client
@@ -122,7 +134,15 @@ async fn session(
                 let Some(message) = message? else { return Err(StreamError::Closed) };
                 backoff.reset();
                 if let Some(v1::control_plane_message::Kind::Snapshot(snapshot)) = message.kind {
+                    let store_id = snapshot.store_id.clone();
                     let reply = apply(state, snapshot).await;
+                    if let v1::data_plane_message::Kind::Nack(nack) = &reply {
+                        *refused = Some(v1::Refused {
+                            version: nack.version,
+                            store_id: store_id.clone(),
+                            error: nack.error.clone(),
+                        });
+                    }
                     send(&outbound, reply).await?;
                 }
             }

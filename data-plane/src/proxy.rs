@@ -122,8 +122,11 @@ impl Proxy {
         let host = client_host(&parts);
         let route = route(&table, host.as_ref(), parts.uri.path())?;
         let cluster = &table.clusters[route.cluster];
+        // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
+        // out before anything is added; `Host` is set per member in `forward`.
+        remove_hop_by_hop(&mut parts.headers);
         parts.uri = Uri::from(rewrite_path(route, &parts.uri));
-        rewrite_headers(&mut parts.headers, host.as_ref(), client, &self.server_name);
+        add_forwarded(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
         let (body, progress) = UpstreamBody::from_client(body);
         let request = Request::from_parts(parts, body);
@@ -175,15 +178,14 @@ fn rewrite_path(route: &RouteEntry, uri: &Uri) -> PathAndQuery {
     PathAndQuery::try_from(path).unwrap_or(original)
 }
 
-/// Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers out
-/// first, then the `X-Forwarded-*` headers; `Host` is set per member in [`forward`].
-fn rewrite_headers(
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Host`,
+/// `-Proto` and `-Server`, as Apache does (after [`remove_hop_by_hop`]).
+fn add_forwarded(
     headers: &mut HeaderMap,
     host: Option<&HeaderValue>,
     client: &ClientInfo,
     server: &HeaderValue,
 ) {
-    remove_hop_by_hop(headers);
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
         Some(previous) => {
             let mut joined = Vec::with_capacity(previous.len() + 2 + client.ip.len());

@@ -218,6 +218,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn member_state_survives_a_new_connect_timeout_set_only_at_commit() {
+        let mut registry = Registry::default();
+        let (first, generation) = compile(&mut config(&["http://127.0.0.1:1"]), &registry).unwrap();
+        registry.commit(generation);
+        let member = first.clusters[0].members[0].shared.clone();
+        member.mark_failed(Duration::from_secs(60), "refused".into());
+        let mut slower = config(&["http://127.0.0.1:1"]);
+        slower.config.clusters[0].connect_timeout = switchyard_shared::Dur(Duration::from_secs(9));
+        let (second, generation) = compile(&mut slower, &registry).unwrap();
+        assert_ne!(
+            member.connect_timeout(),
+            Duration::from_secs(9),
+            "not before the commit"
+        );
+        registry.commit(generation);
+        assert!(Arc::ptr_eq(&member, &second.clusters[0].members[0].shared));
+        assert!(member.in_error(), "the error window is kept");
+        assert_eq!(member.connect_timeout(), Duration::from_secs(9));
+    }
+
+    #[test]
     fn host_header_omits_default_port() {
         let (table, _) = compile(
             &mut config(&["http://backend", "http://127.0.0.1:8080"]),

@@ -39,7 +39,8 @@ pub struct MemberShared {
     pub host_header: HeaderValue,
     /// `scheme://host:port` in lower case, to recognise the member's own URLs in redirects.
     pub base_url: String,
-    connect_timeout: Duration,
+    /// The cluster's connect timeout in ms; a new table may change it.
+    connect_timeout_ms: AtomicU64,
     /// The address to connect to when the host is an IP address (no lookup then).
     socket_addr: Option<SocketAddr>,
     /// Plain TCP, or TLS with the name the member's certificate must match.
@@ -90,7 +91,7 @@ impl MemberShared {
             authority,
             host_header,
             base_url,
-            connect_timeout,
+            connect_timeout_ms: AtomicU64::new(millis(connect_timeout)),
             socket_addr,
             transport,
             pools: (0..=WORKERS.load(Ordering::Relaxed))
@@ -161,7 +162,12 @@ impl MemberShared {
         }
     }
 
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed))
+    }
+
     async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
+        let connect_timeout = self.connect_timeout();
         if let Transport::BadTlsName(why) = &self.transport {
             return Err(ConnectError::Tls(why.clone()));
         }
@@ -171,9 +177,9 @@ impl MemberShared {
                 None => TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await,
             }
         };
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+        let stream = tokio::time::timeout(connect_timeout, connecting)
             .await
-            .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
+            .map_err(|_| ConnectError::Timeout(connect_timeout))?
             .map_err(ConnectError::Io)?;
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
         let stream = match &self.transport {
@@ -203,18 +209,11 @@ impl MemberShared {
         stream: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
         let connector = tls::connector().map_err(ConnectError::Tls)?;
-        tokio::time::timeout(
-            self.connect_timeout,
-            connector.connect(name.clone(), stream),
-        )
-        .await
-        .map_err(|_| {
-            ConnectError::Tls(format!(
-                "handshake timed out after {:?}",
-                self.connect_timeout
-            ))
-        })?
-        .map_err(|e| ConnectError::Tls(e.to_string()))
+        let timeout = self.connect_timeout();
+        tokio::time::timeout(timeout, connector.connect(name.clone(), stream))
+            .await
+            .map_err(|_| ConnectError::Tls(format!("handshake timed out after {timeout:?}")))?
+            .map_err(|e| ConnectError::Tls(e.to_string()))
     }
 
     /// Whether the member is out for its retry window after a failed connect.
@@ -402,6 +401,8 @@ pub struct Registry {
 pub struct Generation {
     clusters: HashMap<String, Arc<ClusterShared>>,
     members: HashMap<String, HashMap<String, Arc<MemberShared>>>,
+    /// Connect timeouts (ms) of kept members, set when the generation is committed.
+    timeouts: Vec<(Arc<MemberShared>, u64)>,
 }
 
 impl Registry {
@@ -413,6 +414,11 @@ impl Registry {
     /// Keeps the state of the new generation; returns the previous one, whose
     /// members the new table no longer has, for the caller to drop.
     pub fn commit(&mut self, generation: Generation) -> Registry {
+        for (member, timeout_ms) in generation.timeouts {
+            member
+                .connect_timeout_ms
+                .store(timeout_ms, Ordering::Relaxed);
+        }
         Registry {
             clusters: std::mem::replace(&mut self.clusters, generation.clusters),
             members: std::mem::replace(&mut self.members, generation.members),
@@ -436,7 +442,8 @@ impl Generation {
     }
 
     /// The shared state of a member, the previous generation's if it had the
-    /// same member (same cluster, id, address and connect timeout).
+    /// same member (same cluster, id and address), with the connect timeout
+    /// of the new table.
     pub fn member(
         &mut self,
         previous: &Registry,
@@ -449,9 +456,14 @@ impl Generation {
             .members
             .get(cluster)
             .and_then(|members| members.get(id))
-            .filter(|m| m.addr == *addr && m.connect_timeout == connect_timeout);
+            .filter(|m| m.addr == *addr);
         let shared = match kept {
-            Some(shared) => shared.clone(),
+            Some(shared) => {
+                // Set at commit: a table that fails to compile changes nothing.
+                self.timeouts
+                    .push((shared.clone(), millis(connect_timeout)));
+                shared.clone()
+            }
             None => Arc::new(MemberShared::new(
                 id.to_owned(),
                 addr.clone(),
@@ -483,6 +495,10 @@ pub fn set_workers(workers: usize) {
 /// Marks the calling thread as worker `index`, so it uses that worker's pools.
 pub fn enter_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the process's first look at the clock (never 0 after that).

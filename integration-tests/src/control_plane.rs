@@ -190,6 +190,22 @@ impl ControlPlane {
     }
 
     /// `GET /api/v1/dataplanes`.
+    /// The value of an unlabelled counter or gauge on `/metrics` (0 if absent).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let response = self.get("/metrics").await;
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "GET /metrics: {response:?}"
+        );
+        response
+            .body
+            .lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
+    }
+
     pub async fn dataplanes(&self) -> Vec<Value> {
         let response = self.get("/api/v1/dataplanes").await;
         assert_eq!(

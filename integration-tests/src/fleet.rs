@@ -1,7 +1,7 @@
 //! A control plane and its replicas, started together and connected: the
 //! set-up most tests begin with.
 
-use crate::control_plane::{ControlPlane, spawn_control_plane};
+use crate::control_plane::ControlPlane;
 use crate::data_plane::{DataPlane, DataPlaneOptions};
 use crate::dirs::TestDir;
 
@@ -27,8 +27,18 @@ impl Fleet {
         replicas: usize,
         adjust: impl Fn(DataPlaneOptions) -> DataPlaneOptions,
     ) -> Self {
+        Self::start_custom(label, replicas, Vec::new(), adjust).await
+    }
+
+    /// Like [`Fleet::start_with`], with `cp_args` added to the control plane's flags.
+    pub async fn start_custom(
+        label: &str,
+        replicas: usize,
+        cp_args: Vec<String>,
+        adjust: impl Fn(DataPlaneOptions) -> DataPlaneOptions,
+    ) -> Self {
         let dir = TestDir::new(label);
-        let cp = spawn_control_plane(dir.path()).await;
+        let cp = ControlPlane::spawn(dir.path(), cp_args).await;
         let mut started = Vec::new();
         for n in 1..=replicas {
             let node_id = format!("dp-{n}");

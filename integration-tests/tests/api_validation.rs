@@ -129,7 +129,7 @@ fn cases() -> Vec<Case> {
             Json(
                 json!({ "members": [ { "url": "http://127.0.0.1:18081" }, { "url": "http://127.0.0.1:18081" } ] }),
             ),
-            [S::BAD_REQUEST],
+            [S::CONFLICT],
             &["127.0.0.1:18081"],
         ),
         case(
@@ -331,6 +331,16 @@ fn cases() -> Vec<Case> {
             Json(json!({ "members": [], "connect_timeout": "soon" })),
             [S::BAD_REQUEST],
             &["soon"],
+        ),
+        case(
+            "a duration finer than a millisecond (replicas get milliseconds)",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Json(
+                json!({ "members": [], "health_check": { "path": "/", "interval": "1s", "timeout": "500us" } }),
+            ),
+            [S::BAD_REQUEST],
+            &["500us", "whole milliseconds"],
         ),
         case(
             "a whole config with a route to a missing cluster",

@@ -196,7 +196,7 @@ async fn hundreds_of_changes_under_load_fail_no_request() {
 #[tokio::test]
 async fn a_nacked_snapshot_keeps_the_old_table_and_is_not_resent() {
     const HOOK: &str = "SWITCHYARD_TEST_REJECT_CLUSTER";
-    let fleet = Fleet::start_with("nack", 2, |options| {
+    let mut fleet = Fleet::start_with("nack", 2, |options| {
         if options.node_id == "dp-2" {
             options.env(HOOK, "poison")
         } else {
@@ -297,6 +297,40 @@ async fn a_nacked_snapshot_keeps_the_old_table_and_is_not_resent() {
     )
     .await;
 
+    // Nor after a restart of the control plane: the replica tells it in its hello.
+    fleet.cp.restart().await;
+    let cp = &fleet.cp;
+    let (healthy, nacking) = (&fleet.replicas[0], &fleet.replicas[1]);
+    cp.wait_synced(&[healthy], nacked).await;
+    let entry = eventually(
+        "dp-2 reconnects and is shown nacked again",
+        secs(10),
+        async || {
+            let entry = cp.dataplane("dp-2").await.ok_or("dp-2 is not listed")?;
+            if entry["connected"] == true
+                && entry["state"] == "nacked"
+                && entry["nacked_version"] == nacked
+            {
+                Ok(entry)
+            } else {
+                Err(format!("dp-2 is {entry}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(HOOK),
+        "the refusal's error is known again: {entry}"
+    );
+    assert_eq!(
+        nacking.log().count_matching(HOOK),
+        refusals,
+        "the restarted control plane sent the refused version again"
+    );
+
     let mut fixed = good_config.clone();
     fixed["routes"]
         .as_array_mut()
@@ -319,5 +353,54 @@ async fn a_nacked_snapshot_keeps_the_old_table_and_is_not_resent() {
         view.iter()
             .all(|r| r["state"] == "synced" && r["version"] == version),
         "{view:?}"
+    );
+}
+
+/// A burst of writes is pushed as one snapshot per replica, not one per
+/// write: with a quiet window longer than the gaps between the writes, each
+/// replica is sent the burst's last version once, and ends synced at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_writes_is_coalesced_into_one_push() {
+    const WRITES: usize = 40;
+    let window = ["--push-quiet", "300ms", "--push-max-delay", "20s"];
+    let cp_args = window.iter().map(|s| (*s).to_owned()).collect();
+    let fleet = Fleet::start_custom("burst", 2, cp_args, |options| options).await;
+    let cp = &fleet.cp;
+    let backend = spawn_backend("burst").await;
+    let first = cp
+        .write(
+            Method::PUT,
+            "/api/v1/clusters/web?wait=5s",
+            Some(&bodies::cluster(&[(&backend, 1)])),
+        )
+        .await;
+    fleet.wait_synced(first).await;
+    let before = cp.metric("switchyard_snapshot_pushes_total").await;
+
+    let writes = (0..WRITES).map(|n| async move {
+        let body = json!({ "path_prefix": format!("/r{n}/"), "cluster": "web" });
+        cp.put(&format!("/api/v1/routes/r{n}"), &body).await
+    });
+    let answers = futures_util::future::join_all(writes).await;
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    }
+    let last = cp.version().await;
+    assert_eq!(last, first + WRITES as u64, "every write made a version");
+    fleet.wait_synced(last).await;
+    for replica in &fleet.replicas {
+        for n in [0, WRITES - 1] {
+            let response = replica.get(&format!("/r{n}/x")).await;
+            assert_eq!(
+                (response.status, response.body.as_str()),
+                (StatusCode::OK, "burst")
+            );
+        }
+    }
+    let pushes = cp.metric("switchyard_snapshot_pushes_total").await - before;
+    assert_eq!(
+        pushes,
+        fleet.replicas.len() as u64,
+        "{WRITES} writes: one push per replica, not one per write"
     );
 }

@@ -157,10 +157,19 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Parses a human duration (`"500ms"`, `"2s"`, `"1m 30s"`), with an error that says how to write one.
+/// Parses a human duration (`"500ms"`, `"2s"`, `"1m 30s"`), with an error
+/// that says how to write one. Durations are whole milliseconds, as the
+/// replicas get them: `"1500us"` is refused rather than rounded.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("invalid duration {text:?} ({e}); write it like \"500ms\" or \"2s\""))
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        format!("invalid duration {text:?} ({e}); write it like \"500ms\" or \"2s\"")
+    })?;
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!(
+            "invalid duration {text:?}: durations are whole milliseconds, like \"1ms\" or \"2s\""
+        ));
+    }
+    Ok(duration)
 }
 
 fn default_connect_timeout() -> Dur {

@@ -210,13 +210,13 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
     let mut unique_addrs = HashSet::with_capacity(addrs.len());
     for (member, addr) in cluster.members.iter().zip(&addrs) {
         if !ids.insert(member.id.as_str()) {
-            return Err(in_cluster(ConfigError::invalid(format!(
+            return Err(in_cluster(ConfigError::conflict(format!(
                 "member id {:?} appears twice",
                 member.id
             ))));
         }
         if !unique_addrs.insert(addr) {
-            return Err(in_cluster(ConfigError::invalid(format!(
+            return Err(in_cluster(ConfigError::conflict(format!(
                 "member url {:?} appears twice",
                 member.url
             ))));

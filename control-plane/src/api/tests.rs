@@ -294,7 +294,7 @@ async fn every_bad_input_is_a_json_error_and_changes_nothing() {
             "PUT",
             "/api/v1/clusters/x",
             Some(json!({ "members": [ { "url": "http://a:1" }, { "url": "http://A:1" } ] })),
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             "appears twice",
         ),
         (

@@ -37,6 +37,7 @@ impl Harness {
             registry.clone(),
             metrics.clone(),
             stop_rx.clone(),
+            Coalesce::default(),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -107,6 +108,7 @@ impl Harness {
             version: running.map_or(0, |s| s.version),
             store_id: running.map(|s| s.store_id.clone()).unwrap_or_default(),
             hash: running.map(|s| s.hash.clone()).unwrap_or_default(),
+            refused: None,
         }
     }
 }

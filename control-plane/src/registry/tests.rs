@@ -18,6 +18,7 @@ fn hello(node_id: &str, s: Option<&Snapshot>) -> v1::Hello {
         version: s.map_or(0, |s| s.version),
         store_id: s.map(|s| s.store_id.clone()).unwrap_or_default(),
         hash: s.map(|s| s.hash.clone()).unwrap_or_default(),
+        refused: None,
     }
 }
 
@@ -82,22 +83,52 @@ fn an_old_stream_cannot_clobber_the_new_one() {
 }
 
 #[test]
-fn a_revert_is_still_sent_while_another_version_is_in_flight() {
+fn one_snapshot_is_in_flight_and_a_revert_is_still_sent_after_it() {
     let registry = Registry::new();
     let v1 = snapshot(1, "a");
     let v2 = snapshot(2, "b");
     let conn = registry.connect(&hello("dp-1", Some(&v1)), None, &v1);
     assert!(registry.should_send("dp-1", conn.id, &v2));
     // Version 3 has the content of version 1, which the replica ran before
-    // version 2 was sent: it must still get version 3.
+    // version 2 was sent. It waits until version 2 is answered, then goes.
     let v3 = Snapshot::new(3, "store-1", v1.config.clone());
-    assert!(registry.should_send("dp-1", conn.id, &v3));
+    assert!(!registry.should_send("dp-1", conn.id, &v3));
     let ack = v1::Ack {
         version: 2,
         hash: v2.hash.clone(),
     };
     registry.ack("dp-1", conn.id, &ack, &v3);
     assert_eq!(registry.views(&v3)[0].state, ReplicaState::Stale);
+    assert!(registry.should_send("dp-1", conn.id, &v3));
+    assert!(!registry.should_send("dp-1", conn.id, &v3));
+}
+
+#[test]
+fn a_refusal_told_in_the_hello_is_not_sent_again() {
+    let registry = Registry::new();
+    let v1 = snapshot(1, "a");
+    let v2 = snapshot(2, "b");
+    let mut hello = hello("dp-1", Some(&v1));
+    hello.refused = Some(v1::Refused {
+        version: 2,
+        store_id: "store-1".into(),
+        error: "cannot apply".into(),
+    });
+    let conn = registry.connect(&hello, None, &v2);
+    assert!(!registry.should_send("dp-1", conn.id, &v2));
+    let view = &registry.views(&v2)[0];
+    assert_eq!(view.state, ReplicaState::Nacked);
+    assert_eq!(view.last_error.as_deref(), Some("cannot apply"));
+    let v3 = snapshot(3, "c");
+    assert!(registry.should_send("dp-1", conn.id, &v3));
+    // A refusal of another store's version says nothing about this store's.
+    let mut other = hello.clone();
+    other.node_id = "dp-2".into();
+    if let Some(refused) = other.refused.as_mut() {
+        refused.store_id = "store-0".into();
+    }
+    let conn = registry.connect(&other, None, &v2);
+    assert!(registry.should_send("dp-2", conn.id, &v2));
 }
 
 #[tokio::test(start_paused = true)]

@@ -147,6 +147,27 @@ fn bootstrap_applies_only_to_a_new_store() {
 }
 
 #[test]
+fn bootstrap_applies_to_a_store_never_written_to() {
+    let dir = TempDir::new("store");
+    let path = dir.join("state.json");
+    let empty = Store::open_blocking(&path, None).unwrap().current();
+    assert_eq!(empty.version, 0);
+
+    let boot = dir.join("boot.json");
+    std::fs::write(&boot, r#"{ "clusters": [ { "name": "c" } ] }"#).unwrap();
+    let store = Store::open_blocking(&path, Some(&boot)).unwrap();
+    let booted = store.current();
+    assert_eq!(booted.version, 1);
+    assert_eq!(booted.store_id, empty.store_id, "the same store");
+    assert_eq!(booted.config.clusters[0].name, "c");
+    drop(store);
+    // Now on disk: a restart with another bootstrap keeps it.
+    std::fs::write(&boot, r#"{ "clusters": [ { "name": "other" } ] }"#).unwrap();
+    let reopened = Store::open_blocking(&path, Some(&boot)).unwrap().current();
+    assert_eq!(*reopened, *booted);
+}
+
+#[test]
 fn an_invalid_bootstrap_names_the_file_and_the_problem() {
     let dir = TempDir::new("store");
     let boot = dir.join("boot.json");

@@ -61,7 +61,7 @@ fn forwarded_headers_are_appended_and_set() {
         ip: HeaderValue::from_static("127.0.0.1"),
     };
     let host = HeaderValue::from_static("example.test");
-    rewrite_headers(
+    add_forwarded(
         &mut headers,
         Some(&host),
         &client,
