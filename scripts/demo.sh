@@ -4,8 +4,12 @@
 #   scripts/demo.sh                  # Ctrl-C stops everything it started
 #
 #   backends        http://127.0.0.1:8080 ("Hello world!")  http://127.0.0.1:8081 ("Howdy world!")
-#                   the Flask app (examples/flask-backend/app.py) if python3 can import flask,
-#                   else the same answers from plain_server.py (Python standard library only)
+#                   the Flask app (examples/flask-backend/app.py), as in the Docker demo: with
+#                   the system python3 if it can import flask, else from a virtualenv that the
+#                   script makes once in target/demo-venv (python3 -m venv, or virtualenv) and
+#                   fills with `pip install -r examples/flask-backend/requirements.txt`. Only if
+#                   that fails (no venv module, no access to PyPI) do the same answers come from
+#                   plain_server.py (Python standard library only), and the script says why.
 #   control plane   REST API http://127.0.0.1:9000, gRPC 127.0.0.1:18000, state in ./.demo/
 #   replicas        http://127.0.0.1:8001 and :8002 (admin :9901 and :9902)
 #
@@ -25,6 +29,10 @@
 #   DEMO_KEEP_STATE=1              keep the control plane's store and the replicas' caches from
 #                                  the previous run (default: start from the bootstrap config)
 #   DEMO_TIMEOUT=30                seconds to wait for each process to become ready
+#   DEMO_VENV=DIR                  the backends' virtualenv (default target/demo-venv); made and
+#                                  used only when python3 cannot import flask; its pip log is
+#                                  ./.demo/logs/demo-venv.log. DEMO_VENV=off: never make one
+#                                  (no network), use plain_server.py instead
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -188,18 +196,119 @@ EOF
 # --- backends ---------------------------------------------------------------------------------
 
 BACKEND_DIR=$ROOT/examples/flask-backend
-if flask_version=$(python3 -c 'import importlib.metadata as m, flask; print(m.version("flask"))' 2>/dev/null); then
+REQUIREMENTS=$BACKEND_DIR/requirements.txt
+
+# flask_version PYTHON: prints the Flask version PYTHON imports; fails if it cannot import flask.
+flask_version() {
+    "$1" -c 'import importlib.metadata as m, flask; print(m.version("flask"))' 2>/dev/null
+}
+
+# discard_venv: removes $VENV_DIR, but only if it is (what is left of) a virtualenv: a
+# DEMO_VENV pointing at some other directory is never deleted.
+discard_venv() {
+    if [[ -f $VENV_DIR/pyvenv.cfg ]]; then
+        rm -rf "$VENV_DIR"
+    elif [[ -d $VENV_DIR ]]; then
+        rmdir "$VENV_DIR" 2>/dev/null || return 1
+    fi
+    return 0
+}
+
+# make_venv: creates $VENV_DIR with a pip in it (python3 -m venv, else virtualenv), or without
+# one (venv --without-pip) for the system's pip to install into with `pip --python`; sets
+# VENV_PIP to the pip command to use. Output goes to $VENV_LOG.
+make_venv() {
+    discard_venv || {
+        venv_why="$VENV_DIR exists and is not a virtualenv (set DEMO_VENV to another directory)"
+        return 1
+    }
+    if python3 -m venv "$VENV_DIR" >>"$VENV_LOG" 2>&1 &&
+        "$VENV_DIR/bin/python3" -m pip --version >>"$VENV_LOG" 2>&1; then
+        VENV_PIP=("$VENV_DIR/bin/python3" -m pip)
+        return 0
+    fi
+    discard_venv
+    # Debian/Ubuntu without python3-venv: venv fails for want of ensurepip. virtualenv brings
+    # its own pip, if it is installed.
+    if python3 -m virtualenv --version >/dev/null 2>&1 &&
+        python3 -m virtualenv "$VENV_DIR" >>"$VENV_LOG" 2>&1 &&
+        "$VENV_DIR/bin/python3" -m pip --version >>"$VENV_LOG" 2>&1; then
+        VENV_PIP=("$VENV_DIR/bin/python3" -m pip)
+        return 0
+    fi
+    discard_venv
+    # Last: a venv without pip, filled by the system's pip (pip >= 22.3 has --python).
+    if python3 -m pip --version >/dev/null 2>&1 &&
+        python3 -m venv --without-pip "$VENV_DIR" >>"$VENV_LOG" 2>&1 &&
+        python3 -m pip --python "$VENV_DIR/bin/python3" --version >>"$VENV_LOG" 2>&1; then
+        VENV_PIP=(python3 -m pip --python "$VENV_DIR/bin/python3")
+        return 0
+    fi
+    discard_venv
+    venv_why="no virtualenv with a pip could be made (python3 -m venv failed: on Debian/Ubuntu, apt-get install python3-venv); last lines of $VENV_LOG:
+$(tail -n 3 "$VENV_LOG" | sed 's/^/      /')"
+    return 1
+}
+
+# flask_venv: makes sure $VENV_DIR has requirements.txt installed, once: a stamp (a copy of the
+# requirements it was installed from) marks a finished install, and only a changed
+# requirements.txt or a venv that no longer imports flask is redone. On failure sets venv_why.
+VENV_DIR=${DEMO_VENV:-$ROOT/target/demo-venv}
+VENV_LOG=$LOG_DIR/demo-venv.log
+VENV_STAMP=$VENV_DIR/switchyard-requirements.txt
+venv_why=""
+flask_venv() {
+    if [[ -f $VENV_STAMP && $(<"$VENV_STAMP") == "$(<"$REQUIREMENTS")" ]] &&
+        flask_version "$VENV_DIR/bin/python3" >/dev/null; then
+        return 0
+    fi
+    : >"$VENV_LOG"
+    VENV_PIP=()
+    if [[ -f $VENV_DIR/pyvenv.cfg ]] && "$VENV_DIR/bin/python3" -m pip --version >>"$VENV_LOG" 2>&1; then
+        say "backends: python3 cannot import flask; updating the virtualenv $VENV_DIR"
+        VENV_PIP=("$VENV_DIR/bin/python3" -m pip)
+    else
+        say "backends: python3 cannot import flask; creating a virtualenv in $VENV_DIR (once)"
+        make_venv || return 1
+    fi
+    say "backends: pip install -r examples/flask-backend/requirements.txt (log: $VENV_LOG)"
+    rm -f "$VENV_STAMP"
+    if ! "${VENV_PIP[@]}" install --disable-pip-version-check --no-input --retries 2 --timeout 15 \
+        -r "$REQUIREMENTS" >>"$VENV_LOG" 2>&1; then
+        venv_why="pip could not install examples/flask-backend/requirements.txt (no access to PyPI?); last lines of $VENV_LOG:
+$(tail -n 3 "$VENV_LOG" | sed 's/^/      /')"
+        return 1
+    fi
+    if ! flask_version "$VENV_DIR/bin/python3" >/dev/null; then
+        venv_why="the virtualenv $VENV_DIR still cannot import flask after pip install (see $VENV_LOG)"
+        return 1
+    fi
+    cp "$REQUIREMENTS" "$VENV_STAMP"
+}
+
+BACKEND_PYTHON=python3
+if system_flask=$(flask_version python3); then
     backend_script=app.py
-    say "backends: the Flask app (Flask $flask_version), examples/flask-backend/app.py"
+    say "backends: the Flask app (Flask $system_flask, system python3), examples/flask-backend/app.py"
+elif [[ $VENV_DIR == off ]]; then
+    backend_script=plain_server.py
+    say "backends: python3 cannot import flask and DEMO_VENV=off, so examples/flask-backend/plain_server.py"
+    say "          (Python standard library) answers the same"
+elif flask_venv; then
+    BACKEND_PYTHON=$VENV_DIR/bin/python3
+    backend_script=app.py
+    say "backends: the Flask app (Flask $(flask_version "$BACKEND_PYTHON"), virtualenv $VENV_DIR), examples/flask-backend/app.py"
 else
     backend_script=plain_server.py
-    say "backends: Flask is not installed for python3, so examples/flask-backend/plain_server.py"
-    say "          (Python standard library) answers the same; pip install Flask to use the Flask app"
+    say "backends: NOT the Flask app: python3 cannot import flask, and $venv_why"
+    say "          so examples/flask-backend/plain_server.py (Python standard library) answers the same;"
+    say "          to use the Flask app, pip install -r examples/flask-backend/requirements.txt for python3,"
+    say "          or fix the above and run the demo again"
 fi
 start backend1 env -C "$BACKEND_DIR" HOST=127.0.0.1 PORT="$BACKEND1_PORT" MESSAGE='Hello world!' \
-    BACKEND_NAME=backend1 PYTHONUNBUFFERED=1 python3 "$backend_script"
+    BACKEND_NAME=backend1 PYTHONUNBUFFERED=1 "$BACKEND_PYTHON" "$backend_script"
 start backend2 env -C "$BACKEND_DIR" HOST=127.0.0.1 PORT="$BACKEND2_PORT" MESSAGE='Howdy world!' \
-    BACKEND_NAME=backend2 PYTHONUNBUFFERED=1 python3 "$backend_script"
+    BACKEND_NAME=backend2 PYTHONUNBUFFERED=1 "$BACKEND_PYTHON" "$backend_script"
 wait_for backend1 "http://127.0.0.1:$BACKEND1_PORT/healthz"
 wait_for backend2 "http://127.0.0.1:$BACKEND2_PORT/healthz"
 
@@ -243,7 +352,7 @@ Switchyard is running: two replicas in front of two backends. Try, in another te
   curl -s $API/api/v1/dataplanes; echo
 
   # a third backend, added live: answered once every replica has it
-  (cd examples/flask-backend && HOST=127.0.0.1 PORT=8082 MESSAGE='Hi world!' python3 $backend_script) &
+  (cd examples/flask-backend && HOST=127.0.0.1 PORT=8082 MESSAGE='Hi world!' $(printf '%q %q' "$BACKEND_PYTHON" "$backend_script")) &
   curl -s -X POST -H 'Content-Type: application/json' \\
        -d '{"url": "http://127.0.0.1:8082", "weight": 1}' \\
        '$API/api/v1/clusters/mycluster/members?wait=2s'; echo

@@ -4,11 +4,15 @@
 #   scripts/e2e-docker.sh
 #
 # Builds the images with scripts/offline-images.sh (no registry needed), starts the stack under a
-# project name of its own on free host ports, and checks what a user of the walk-through sees:
-#   - Hello world! / Howdy world! alternate through every replica;
-#   - backend3 added through the API (?wait=5s) answers "Hi world!" through every replica;
-#   - once removed, it is never seen again;
-#   - with one replica stopped and then the control plane stopped, the others keep serving;
+# project name of its own on free host ports, and checks what a user of the README's Docker
+# Compose walk-through sees:
+#   - Hello world! / Howdy world! alternate strictly through every replica (waiting only until a
+#     replica answers, then a fresh sample of 8 requests);
+#   - backend3 added through the API (?wait=5s) answers "Hi world!" through every replica at once
+#     (6 requests right after the ACKed write, no waiting);
+#   - once removed, it is never seen again (12 requests right after the ACKed delete);
+#   - with one replica stopped and then the control plane stopped, the others keep serving: the
+#     outage is sampled every 0.2 s over a fixed 3 s window, every sample must be good;
 #   - the restarted control plane keeps its version and every running replica is `synced` at it,
 #     the stopped replica too once started again.
 # Whatever happens, a trap removes the containers, networks and volumes the run made.
@@ -135,6 +139,8 @@ code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$1" 2>/dev/null ||
 json() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 
 # eventually DESCRIPTION COMMAND...: run COMMAND every 0.5 s until it succeeds or TIMEOUT passes.
+# For waiting only (a container starting, a replica coming up): what must hold is then checked on
+# a fresh sample, or with `consistently`.
 eventually() {
     local what=$1
     shift
@@ -147,6 +153,38 @@ eventually() {
     return 1
 }
 
+# now_ms: milliseconds on the wall clock.
+now_ms() {
+    if [[ -n ${EPOCHREALTIME:-} ]]; then
+        local us=${EPOCHREALTIME/[.,]/}
+        printf '%s\n' $((10#$us / 1000))
+    else
+        date +%s%3N
+    fi
+}
+
+# consistently DESCRIPTION WINDOW COMMAND...: the opposite of eventually: a state that must hold
+# all along, sampled, not waited for. Runs COMMAND every 0.2 s over a fixed window of WINDOW
+# seconds (at least once) and fails at the first run that fails. Sets RUNS to the runs made.
+RUNS=0
+consistently() {
+    local what=$1 window=$2
+    shift 2
+    local start end
+    start=$(now_ms)
+    end=$((start + window * 1000))
+    RUNS=0
+    while true; do
+        RUNS=$((RUNS + 1))
+        if ! "$@"; then
+            say "not consistently: $what (sample $RUNS, $(($(now_ms) - start)) ms into the ${window}s window)"
+            return 1
+        fi
+        (($(now_ms) < end)) || return 0
+        sleep 0.2
+    done
+}
+
 # sample REPLICA N: N bodies through the replica, one a line ("<error>" for a failed request).
 sample() {
     local port=${PORT[$1]} i
@@ -156,8 +194,20 @@ sample() {
     done
 }
 
-# alternates REPLICA: 6 requests show Hello and Howdy, never the same one twice in a row, nothing else.
-alternates() {
+# shown SAMPLE: a sample on one line, for a check's message.
+shown() { paste -sd '|' <<<"$1"; }
+
+# answers REPLICA: one request through REPLICA is answered by Hello or Howdy: the replica is up
+# and routes to mycluster. (A condition to wait for; alternation is checked on a fresh sample.)
+answers() {
+    local out
+    out=$(body "http://127.0.0.1:${PORT[$1]}/") || return 1
+    [[ $out == 'Hello world!' || $out == 'Howdy world!' ]]
+}
+
+# strict_alternation SAMPLE: every line of SAMPLE is Hello world! or Howdy world!, no two
+# consecutive lines are the same, and both are there (round robin over two members, weights 1:1).
+strict_alternation() {
     local last="" line hello=0 howdy=0
     while IFS= read -r line; do
         case $line in
@@ -167,22 +217,32 @@ alternates() {
         esac
         [[ $line == "$last" ]] && return 1
         last=$line
-    done < <(sample "$1" 6)
+    done <<<"$1"
     ((hello && howdy))
 }
 
-# sees REPLICA BODY: one of 6 requests answers BODY.
-sees() {
-    local out
-    out=$(sample "$1" 6)
-    grep -qxF "$2" <<<"$out"
+# round_robin_of_three SAMPLE: every line is Hello, Howdy or Hi world!, and all three are there.
+round_robin_of_three() {
+    ! grep -qvxE 'Hello world!|Howdy world!|Hi world!' <<<"$1" &&
+        grep -qxF 'Hello world!' <<<"$1" &&
+        grep -qxF 'Howdy world!' <<<"$1" &&
+        grep -qxF 'Hi world!' <<<"$1"
 }
 
-# only_hello_howdy REPLICA N: N requests, every one Hello or Howdy.
-only_hello_howdy() {
-    local out
-    out=$(sample "$1" "$2")
-    ! grep -qvxE 'Hello world!|Howdy world!' <<<"$out"
+# only_hello_howdy SAMPLE: every line is Hello or Howdy (no Hi world!, no error).
+only_hello_howdy() { ! grep -qvxE 'Hello world!|Howdy world!' <<<"$1"; }
+
+# check_alternation REPLICA LABEL: a fresh sample of ALTERNATION_SAMPLE requests through REPLICA
+# must alternate strictly; one PASS/FAIL line.
+ALTERNATION_SAMPLE=8
+check_alternation() {
+    local seen
+    seen=$(sample "$1" "$ALTERNATION_SAMPLE")
+    if strict_alternation "$seen"; then
+        pass "$2: $1 alternates Hello world! / Howdy world! strictly ($ALTERNATION_SAMPLE requests: $(shown "$seen"))"
+    else
+        fail "$2: $1 does not alternate Hello/Howdy strictly ($ALTERNATION_SAMPLE requests: $(shown "$seen"))"
+    fi
 }
 
 ready() { [[ $(code "http://127.0.0.1:${ADMIN[$1]}/readyz") == 200 ]]; }
@@ -241,10 +301,10 @@ pass "stack: every replica answers 200 on /readyz"
 # --- Hello / Howdy through every replica ------------------------------------------------------
 
 for r in "${REPLICAS[@]}"; do
-    if eventually "$r alternating Hello/Howdy" alternates "$r"; then
-        pass "round robin: $r alternates Hello world! / Howdy world! ($(sample "$r" 4 | paste -sd '|'))"
+    if eventually "$r answering Hello/Howdy" answers "$r"; then
+        check_alternation "$r" "round robin"
     else
-        fail "round robin: $r does not alternate Hello/Howdy ($(sample "$r" 6 | paste -sd '|'))"
+        fail "round robin: $r never answered Hello/Howdy ($(shown "$(sample "$r" 4)"))"
     fi
 done
 
@@ -276,11 +336,14 @@ else
     fail "api: POST members?wait=5s -> $status $member"
 fi
 
+# The write waited for every replica's ACK: right away, with no waiting, each replica balances
+# over the three (weights 1:1:1), so any 6 requests show each of them.
 for r in "${REPLICAS[@]}"; do
-    if eventually "$r answering Hi world!" sees "$r" 'Hi world!'; then
-        pass "add member: $r answers Hi world!"
+    seen=$(sample "$r" 6)
+    if round_robin_of_three "$seen"; then
+        pass "add member: $r answers Hi world! among Hello/Howdy right after the ACKed add (6 requests: $(shown "$seen"))"
     else
-        fail "add member: $r never answered Hi world! ($(sample "$r" 6 | paste -sd '|'))"
+        fail "add member: $r does not balance over Hello/Howdy/Hi right after the ACKed add (6 requests: $(shown "$seen"))"
     fi
 done
 
@@ -293,12 +356,15 @@ if [[ $status == 200 || $status == 204 ]]; then
 else
     fail "api: DELETE members/backend3:8080?wait=5s -> $status"
 fi
-# The write waited for every replica's ACK: from now on no request may reach backend3.
+# The write waited for every replica's ACK: from now on no request may reach backend3. (Not a
+# strict alternation check: the two members keep their round-robin scores from the three-member
+# table, so the first pick after the removal may repeat the last one.)
 for r in "${REPLICAS[@]}"; do
-    if only_hello_howdy "$r" 12; then
-        pass "remove member: $r never answers Hi world! again (12 requests)"
+    seen=$(sample "$r" 12)
+    if only_hello_howdy "$seen"; then
+        pass "remove member: $r never answers Hi world! again (12 requests: $(shown "$seen"))"
     else
-        fail "remove member: $r still answers something else ($(sample "$r" 6 | paste -sd '|'))"
+        fail "remove member: $r answers something other than Hello/Howdy (12 requests: $(shown "$seen"))"
     fi
 done
 
@@ -311,10 +377,10 @@ else
     fail "outage: data-plane-3 still answers after compose stop"
 fi
 for r in data-plane-1 data-plane-2; do
-    if eventually "$r alternating" alternates "$r"; then
-        pass "outage: $r serves Hello/Howdy with data-plane-3 stopped"
+    if eventually "$r answering" answers "$r"; then
+        check_alternation "$r" "outage, data-plane-3 stopped"
     else
-        fail "outage: $r stopped serving with data-plane-3 stopped"
+        fail "outage: $r stopped serving with data-plane-3 stopped ($(shown "$(sample "$r" 4)"))"
     fi
 done
 
@@ -323,20 +389,32 @@ compose stop control-plane >/dev/null 2>&1 || fail "outage: compose stop control
 if api_healthy; then
     fail "outage: the control plane still answers after compose stop"
 fi
-for r in data-plane-1 data-plane-2; do
-    # Several rounds, so that a replica noticing the broken stream (and retrying) is covered.
-    ok=1
-    for _ in 1 2 3; do
-        alternates "$r" || ok=0
-        ready "$r" || ok=0
-        sleep 1
+# Sampled over a fixed window from the moment the control plane is gone, so that the replicas
+# noticing the broken stream (and retrying it) fall inside it: every sample, each running replica
+# must be ready and answer the next body of one unbroken Hello/Howdy alternation.
+OUTAGE_WINDOW=3
+declare -A LAST=()
+outage_bad=""
+outage_round() {
+    local r got
+    for r in data-plane-1 data-plane-2; do
+        if ! ready "$r"; then
+            outage_bad="$r: /readyz is not 200"
+            return 1
+        fi
+        got=$(body "http://127.0.0.1:${PORT[$r]}/") || got="<error>"
+        if [[ $got != 'Hello world!' && $got != 'Howdy world!' ]] || [[ $got == "${LAST[$r]:-}" ]]; then
+            outage_bad="$r: answered '$got' after '${LAST[$r]:-}'"
+            return 1
+        fi
+        LAST[$r]=$got
     done
-    if ((ok)); then
-        pass "outage: $r keeps serving Hello/Howdy and stays ready without the control plane"
-    else
-        fail "outage: $r failed without the control plane ($(sample "$r" 6 | paste -sd '|'))"
-    fi
-done
+}
+if consistently "replicas serving without the control plane" "$OUTAGE_WINDOW" outage_round; then
+    pass "outage: data-plane-1 and data-plane-2 stay ready and keep alternating Hello/Howdy without the control plane ($RUNS samples each over ${OUTAGE_WINDOW}s)"
+else
+    fail "outage: without the control plane, $outage_bad (sample $RUNS)"
+fi
 
 # --- control plane back: every running replica resyncs ----------------------------------------
 
@@ -356,10 +434,10 @@ else
 fi
 
 compose start data-plane-3 >/dev/null 2>&1 || fail "recovery: compose start data-plane-3 failed"
-if eventually "data-plane-3 ready" ready data-plane-3 && eventually "data-plane-3 alternating" alternates data-plane-3; then
-    pass "recovery: data-plane-3 started again and serves Hello/Howdy"
+if eventually "data-plane-3 ready" ready data-plane-3 && eventually "data-plane-3 answering" answers data-plane-3; then
+    check_alternation data-plane-3 "recovery, data-plane-3 started again"
 else
-    fail "recovery: data-plane-3 does not serve after a restart"
+    fail "recovery: data-plane-3 does not serve after a restart ($(shown "$(sample data-plane-3 4)"))"
 fi
 if [[ $version_after =~ ^[0-9]+$ ]] &&
     eventually "all replicas synced at $version_after" synced_at "$version_after" "${REPLICAS[@]}"; then

@@ -1,7 +1,8 @@
 """The same backend as app.py with only the Python standard library (no Flask).
 
-scripts/demo.sh falls back to it when `import flask` fails. Same routes, bodies and
-environment variables (MESSAGE, HOST, PORT, BACKEND_NAME); see app.py.
+scripts/demo.sh falls back to it only when python3 cannot import flask and requirements.txt
+cannot be installed into a virtualenv either (no venv module, no access to PyPI). Same routes,
+bodies and environment variables (MESSAGE, HOST, PORT, BACKEND_NAME); see app.py.
 """
 
 import json
