@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
-use crate::upstream::Pooled;
+use crate::exchange::{Exchange, ExchangeError};
 
 /// A request body sent to a member.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub enum UpstreamBody {
 }
 
 /// Whether a client's request body has been sent to the member in full: the
-/// response timeout starts then, and a connection is pooled again only then.
+/// response timeout starts then.
 #[derive(Debug, Default)]
 pub struct BodyProgress {
     done: AtomicBool,
@@ -107,43 +107,10 @@ impl Body for UpstreamBody {
 /// A response body sent to the client.
 #[derive(Debug)]
 pub enum ProxyBody {
-    Upstream(UpstreamResponse),
+    /// A member's, streamed from its connection (which the exchange returns to
+    /// its pool once the body was read to the end).
+    Upstream(Exchange),
     Local(Option<Bytes>),
-}
-
-/// A member's response body, and the connection it came on: the connection
-/// goes back to its pool when the body was read to the end.
-#[derive(Debug)]
-pub struct UpstreamResponse {
-    body: Incoming,
-    connection: Option<Pooled>,
-    ended: bool,
-}
-
-impl UpstreamResponse {
-    pub fn new(body: Incoming, connection: Pooled) -> Self {
-        UpstreamResponse {
-            body,
-            connection: Some(connection),
-            ended: false,
-        }
-    }
-
-    fn finish(&mut self) {
-        self.ended = true;
-        if let Some(connection) = self.connection.take() {
-            connection.release();
-        }
-    }
-}
-
-impl Drop for UpstreamResponse {
-    fn drop(&mut self) {
-        if self.ended || self.body.is_end_stream() {
-            self.finish();
-        }
-        // Otherwise the body was not read to the end: the connection closes with it.
-    }
 }
 
 impl ProxyBody {
@@ -154,36 +121,28 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ExchangeError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(upstream) => {
-                let polled = Pin::new(&mut upstream.body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => upstream.finish(),
-                    Poll::Ready(Some(Ok(_))) if upstream.body.is_end_stream() => upstream.finish(),
-                    _ => {}
-                }
-                polled
-            }
+            ProxyBody::Upstream(exchange) => Pin::new(exchange).poll_frame(cx),
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(upstream) => upstream.ended || upstream.body.is_end_stream(),
+            ProxyBody::Upstream(exchange) => exchange.is_end_stream(),
             ProxyBody::Local(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(upstream) => upstream.body.size_hint(),
+            ProxyBody::Upstream(exchange) => exchange.size_hint(),
             ProxyBody::Local(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

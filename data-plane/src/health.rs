@@ -105,22 +105,18 @@ async fn probe(
         header::USER_AGENT,
         http::HeaderValue::from_static("switchyard-health-check"),
     );
-    let (response, connection) = tokio::time::timeout(check.timeout.0, member.send(request))
+    let (head, exchange) = tokio::time::timeout(check.timeout.0, member.send(request))
         .await
         .map_err(|_| format!("no answer to GET {} within {}", check.path, check.timeout))?
         .map_err(|e| match e {
             SendError::Connect { error, .. } => format!("GET {}: {error}", check.path),
             SendError::Exchange(error) => format!("GET {}: {error}", check.path),
         })?;
-    let status = response.status();
+    let status = head.status;
     // Read the body so the connection can go back to the pool.
-    if http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .is_err()
-    {
+    if http_body_util::BodyExt::collect(exchange).await.is_err() {
         return Err(format!("GET {}: the body was cut off", check.path));
     }
-    connection.release();
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {

@@ -17,6 +17,8 @@ pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod discovery;
+pub mod exchange;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

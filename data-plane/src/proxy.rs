@@ -10,9 +10,11 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use crate::body::{BodyProgress, ProxyBody, UpstreamBody, UpstreamResponse};
+use crate::body::{BodyProgress, ProxyBody, UpstreamBody};
+use crate::exchange::Exchange;
+use crate::h1::ResponseHead;
 use crate::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
-use crate::upstream::{Pooled, SendError};
+use crate::upstream::SendError;
 use crate::{balancer, metrics};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -130,9 +132,9 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let (body, progress) = UpstreamBody::from_client(body);
         let request = Request::from_parts(parts, body);
-        let (member, response, connection) =
+        let (member, head, exchange) =
             forward(cluster, route, request, progress, host.as_ref()).await?;
-        Ok(respond(response, connection, route, member, host.as_ref()))
+        Ok(respond(head, exchange, route, member, host.as_ref()))
     }
 }
 
@@ -243,7 +245,7 @@ async fn forward<'t>(
     mut request: Request<UpstreamBody>,
     progress: Option<Arc<BodyProgress>>,
     host: Option<&HeaderValue>,
-) -> Result<(&'t MemberEntry, Response<Incoming>, Pooled), ProxyError> {
+) -> Result<(&'t MemberEntry, ResponseHead, Exchange), ProxyError> {
     let mut tried = Vec::new();
     let mut last_refusal = None;
     loop {
@@ -270,9 +272,9 @@ async fn forward<'t>(
         )
         .await;
         match sent {
-            Ok(Ok((response, connection))) => {
+            Ok(Ok((head, exchange))) => {
                 member.shared.mark_ok();
-                return Ok((member, response, connection.carrying(progress)));
+                return Ok((member, head, exchange));
             }
             Ok(Err(SendError::Connect {
                 request: unsent,
@@ -310,7 +312,7 @@ async fn exchange(
     request: Request<UpstreamBody>,
     timeout: std::time::Duration,
     progress: Option<&BodyProgress>,
-) -> Result<Result<(Response<Incoming>, Pooled), SendError>, tokio::time::error::Elapsed> {
+) -> Result<Result<(ResponseHead, Exchange), SendError>, tokio::time::error::Elapsed> {
     let send = member.shared.send(request);
     let Some(progress) = progress else {
         return tokio::time::timeout(timeout, send).await;
@@ -338,12 +340,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// Step 5: the member's response on its way back, hop-by-hop headers removed
 /// and its redirects rewritten to the client-facing address when asked.
 fn respond(
-    response: Response<Incoming>,
-    connection: Pooled,
+    head: ResponseHead,
+    exchange: Exchange,
     route: &RouteEntry,
     member: &MemberEntry,
     host: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Upstream(exchange));
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     if route.rewrite_redirects
@@ -361,10 +366,7 @@ fn respond(
             }
         }
     }
-    Response::from_parts(
-        parts,
-        ProxyBody::Upstream(UpstreamResponse::new(body, connection)),
-    )
+    Response::from_parts(parts, body)
 }
 
 /// Apache's `ProxyPassReverse`: a URL of the member becomes the same URL as the

@@ -10,18 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::body::UpstreamBody;
+use crate::exchange::{Conn, Exchange, ExchangeError};
+use crate::h1::ResponseHead;
+use crate::tls::{self, MemberStream};
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::{HeaderValue, Request};
 use rustls::pki_types::ServerName;
 use switchyard_shared::MemberAddr;
 use tokio::net::TcpStream;
-use tracing::debug;
-
-use crate::body::{BodyProgress, UpstreamBody};
-use crate::tls::{self, MemberStream};
 
 /// How long an idle pooled connection to a member is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -111,53 +108,42 @@ impl MemberShared {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) over a pooled connection,
-    /// or a new one. A request that was not sent comes back in the error, so
+    /// or a new one, and reads the response head; the [`Exchange`] is then the
+    /// response body. A request that was not sent comes back in the error, so
     /// it can go to another member.
     pub async fn send(
         &self,
-        mut request: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Pooled), SendError> {
+        request: Request<UpstreamBody>,
+    ) -> Result<(ResponseHead, Exchange), SendError> {
         let pool = self.pool();
+        let (parts, mut body) = request.into_parts();
         loop {
-            let (mut sender, reused) = match pool.take() {
-                Some(sender) => (sender, true),
+            let (conn, reused) = match pool.take() {
+                Some(conn) => (conn, true),
                 // Boxed: the connect future is large and rare; the common path stays small.
                 None => match Box::pin(self.connect()).await {
-                    Ok(sender) => (sender, false),
+                    Ok(conn) => (conn, false),
                     Err(error) => {
                         return Err(SendError::Connect {
-                            request: Box::new(request),
+                            request: Box::new(Request::from_parts(parts, body)),
                             error,
                         });
                     }
                 },
             };
-            if reused && sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    return Ok((
-                        response,
-                        Pooled {
-                            sender,
-                            pool: pool.clone(),
-                            request_body: None,
-                        },
-                    ));
-                }
-                Err(mut error) => match error.take_message() {
-                    // A pooled connection the member had closed: try a fresh one.
-                    Some(unsent) if reused => request = unsent,
-                    Some(unsent) => {
-                        let error = ConnectError::Closed(error.into_error().to_string());
-                        return Err(SendError::Connect {
-                            request: Box::new(unsent),
-                            error,
-                        });
+            let mut exchange = Exchange::new(conn, pool.clone(), &parts, body);
+            match exchange.response_head(&parts.method).await {
+                Ok(head) => return Ok((head, exchange)),
+                // A kept-alive connection the member had closed: try a fresh one.
+                Err(ExchangeError::Closed | ExchangeError::Write(_) | ExchangeError::Read(_))
+                    if reused && exchange.unanswered() =>
+                {
+                    match exchange.into_unsent_body() {
+                        Some(unsent) => body = unsent,
+                        None => return Err(SendError::Exchange(ExchangeError::Closed)),
                     }
-                    None => return Err(SendError::Exchange(error.into_error())),
-                },
+                }
+                Err(error) => return Err(SendError::Exchange(error)),
             }
         }
     }
@@ -166,7 +152,7 @@ impl MemberShared {
         Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed))
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
+    async fn connect(&self) -> Result<Conn, ConnectError> {
         let connect_timeout = self.connect_timeout();
         if let Transport::BadTlsName(why) = &self.transport {
             return Err(ConnectError::Tls(why.clone()));
@@ -188,17 +174,7 @@ impl MemberShared {
             }
             Transport::Tcp | Transport::BadTlsName(_) => MemberStream::Plain(stream),
         };
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Closed(e.to_string()))?;
-        let id = self.id.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(member.id = %id, %error, "Member connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(stream))
     }
 
     /// The TLS handshake over a connected `stream`, within the connect timeout
@@ -288,8 +264,6 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("connect failed: {0}")]
     Io(std::io::Error),
-    #[error("the connection closed before the request was sent: {0}")]
-    Closed(String),
     /// The TLS handshake failed (certificate, protocol, timeout) or cannot be tried.
     #[error("TLS handshake failed: {0}")]
     Tls(String),
@@ -315,30 +289,28 @@ pub enum SendError {
         error: ConnectError,
     },
     /// The exchange broke after the request was (at least partly) sent.
-    Exchange(hyper::Error),
+    Exchange(ExchangeError),
 }
 
 /// A worker's idle keep-alive connections to one member, most recent last.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: Mutex<VecDeque<(http1::SendRequest<UpstreamBody>, Instant)>>,
+    idle: Mutex<VecDeque<(Conn, Instant)>>,
 }
 
 impl Pool {
-    fn take(&self) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some((sender, since)) = idle.pop_back() {
-            if !sender.is_closed() && since.elapsed() < POOL_IDLE_TIMEOUT {
-                return Some(sender);
+        while let Some((conn, since)) = idle.pop_back() {
+            if !conn.is_stale() && since.elapsed() < POOL_IDLE_TIMEOUT {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn put(&self, sender: http1::SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Keeps an idle connection for the next exchange.
+    pub(crate) fn put(&self, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock() {
             let now = Instant::now();
             while idle.len() >= POOL_MAX_IDLE
@@ -348,33 +320,7 @@ impl Pool {
             {
                 idle.pop_front();
             }
-            idle.push_back((sender, now));
-        }
-    }
-}
-
-/// A connection lent to one exchange; it goes back to its pool once the
-/// response has been read to the end, and is closed otherwise.
-#[derive(Debug)]
-pub struct Pooled {
-    sender: http1::SendRequest<UpstreamBody>,
-    pool: Arc<Pool>,
-    request_body: Option<Arc<BodyProgress>>,
-}
-
-impl Pooled {
-    /// Ties the connection to the request body it carries: it is pooled again
-    /// only if that body was sent in full (a member may answer early).
-    pub fn carrying(mut self, request_body: Option<Arc<BodyProgress>>) -> Self {
-        self.request_body = request_body;
-        self
-    }
-
-    /// Returns the connection to the pool (call once the response body ended);
-    /// a connection still sending its request body is closed instead.
-    pub fn release(self) {
-        if self.request_body.as_ref().is_none_or(|body| body.is_done()) {
-            self.pool.put(self.sender);
+            idle.push_back((conn, now));
         }
     }
 }

@@ -120,7 +120,13 @@ async fn an_upload_chunk_reaches_the_member_before_the_client_wrote_the_rest() {
         read_until(&mut stream, &mut seen, b"first|", "the first upload chunk").await;
         let complete = seen.windows(6).any(|w| w == b"second");
         seen_tx.send(()).expect("the test waits");
-        read_until(&mut stream, &mut seen, b"0\r\n\r\n", "the end of the upload").await;
+        read_until(
+            &mut stream,
+            &mut seen,
+            b"0\r\n\r\n",
+            "the end of the upload",
+        )
+        .await;
         let body = if complete { "held back" } else { "streamed" };
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
