@@ -7,6 +7,7 @@
 //! - [`table`], [`routing`]: the compiled table and route matching
 //! - [`balancer`], [`upstream`], [`health`]: picking members, their pools and health
 //! - [`tls`]: TLS to `https://` members (trust roots, `--upstream-ca`, the stream)
+//! - [`h1`], [`exchange`]: HTTP/1.1 to members, one exchange at a time on pooled connections
 //! - [`proxy`], [`body`]: the request path; [`server`]: accepting connections
 //! - [`admin`]: `/healthz`, `/readyz`, `/config`; [`cache`]: the last good snapshot on disk
 //! - [`cli`]: flags and `main`
