@@ -129,15 +129,31 @@ pub fn parse_response(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut map = HeaderMap::with_capacity(response.headers.len());
-        for field in response.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
-                .map_err(|_| H1Error::Head(format!("header name {:?}", field.name)))?;
-            let value = HeaderValue::from_bytes(field.value)
+        // Header values are slices of the head, not copies: note where each
+        // field is, then cut the head out of the buffer once.
+        let base = buf.as_ptr() as usize;
+        let within = |part: &[u8]| -> (usize, usize) {
+            match (part.as_ptr() as usize).checked_sub(base) {
+                Some(start) if !part.is_empty() && start + part.len() <= len => {
+                    (start, start + part.len())
+                }
+                _ => (0, 0),
+            }
+        };
+        let count = response.headers.len();
+        let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            *span = (within(field.name.as_bytes()), within(field.value));
+        }
+        let head = buf.split_to(len).freeze();
+        let mut map = HeaderMap::with_capacity(count);
+        for &((name_start, name_end), (start, end)) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[name_start..name_end])
+                .map_err(|_| H1Error::Head("invalid header name".into()))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| H1Error::Head(format!("value of {name}")))?;
             map.append(name, value);
         }
-        buf.advance(len);
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(H1Error::Upgrade);
         }

@@ -209,6 +209,10 @@ fn add_forwarded(
 
 /// Removes `Connection` and every header it names, and the other hop-by-hop headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few headers there are, rather than a lookup per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // `Connection` may come as several lines; every one of them counts.
         let named: Vec<HeaderName> = headers
@@ -234,6 +238,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+    .contains(&name)
 }
 
 /// Steps 2 and 4: pick a member and send it the request; a failed connect

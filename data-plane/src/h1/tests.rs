@@ -42,6 +42,14 @@ fn response_heads_give_status_headers_framing_and_reuse() {
     assert_eq!(head.framing, Framing::Length(12));
     assert!(head.keep_alive);
     assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+    let head = parse(
+        "HTTP/1.1 204 No Content\r\nX-Empty:\r\nX-B:  b \r\n\r\n",
+        &Method::GET,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(head.headers["x-empty"], "");
+    assert_eq!(head.headers["x-b"], "b");
 
     let head = parse(
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
