@@ -110,10 +110,11 @@ pub fn parse_response(
     method: &Method,
 ) -> Result<Option<ResponseHead>, H1Error> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let parsed = response
-            .parse(buf)
+        // Uninitialised: a response has a handful of headers, not MAX_HEADERS.
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut response, buf, &mut headers)
             .map_err(|e| H1Error::Head(e.to_string()))?;
         let httparse::Status::Complete(len) = parsed else {
             return if buf.len() > MAX_HEAD {
@@ -140,14 +141,14 @@ pub fn parse_response(
                 _ => (0, 0),
             }
         };
-        let count = response.headers.len();
-        let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-            *span = (within(field.name.as_bytes()), within(field.value));
-        }
+        let spans: Vec<_> = response
+            .headers
+            .iter()
+            .map(|field| (within(field.name.as_bytes()), within(field.value)))
+            .collect();
         let head = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(count);
-        for &((name_start, name_end), (start, end)) in &spans[..count] {
+        let mut map = HeaderMap::with_capacity(spans.len());
+        for ((name_start, name_end), (start, end)) in spans {
             let name = HeaderName::from_bytes(&head[name_start..name_end])
                 .map_err(|_| H1Error::Head("invalid header name".into()))?;
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
