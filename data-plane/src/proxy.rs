@@ -331,15 +331,15 @@ async fn exchange(
     progress: Option<&BodyProgress>,
 ) -> Result<Result<(ResponseHead, Exchange), SendError>, tokio::time::error::Elapsed> {
     let send = member.shared.send(request);
-    let Some(progress) = progress else {
-        return tokio::time::timeout(timeout, send).await;
-    };
     tokio::pin!(send);
-    tokio::select! {
-        biased;
-        sent = &mut send => Ok(sent),
-        () = progress.finished() => tokio::time::timeout(timeout, send).await,
+    if let Some(progress) = progress {
+        tokio::select! {
+            biased;
+            sent = &mut send => return Ok(sent),
+            () = progress.finished() => {}
+        }
     }
+    tokio::time::timeout(timeout, send).await
 }
 
 /// An error and its sources, on one line.
