@@ -1,6 +1,10 @@
 //! A control plane and its replicas, started together and connected: the
 //! set-up most tests begin with.
 
+use http::Method;
+use serde_json::Value;
+
+use crate::bodies;
 use crate::control_plane::ControlPlane;
 use crate::data_plane::{DataPlane, DataPlaneOptions};
 use crate::dirs::TestDir;
@@ -52,6 +56,25 @@ impl Fleet {
             dir,
         };
         fleet.cp.wait_connected(&fleet.replica_refs()).await;
+        fleet
+    }
+
+    /// One replica whose route `r` on `/` leads to cluster `c`, defined by
+    /// `cluster` (a `PUT /api/v1/clusters/c` body); returns once it serves it.
+    pub async fn serving(label: &str, cluster: &Value) -> Self {
+        let fleet = Self::start(label, 1).await;
+        fleet
+            .cp
+            .write(Method::PUT, "/api/v1/clusters/c", Some(cluster))
+            .await;
+        fleet
+            .cp
+            .write(
+                Method::PUT,
+                "/api/v1/routes/r?wait=5s",
+                Some(&bodies::route("/", "c")),
+            )
+            .await;
         fleet
     }
 

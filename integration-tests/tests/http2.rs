@@ -7,36 +7,23 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Version};
+use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 use switchyard_integration_tests::client::REQUEST_TIMEOUT;
 use switchyard_integration_tests::conn::h2_connect;
 use switchyard_integration_tests::payload::{MIB, Payload, read_body};
-use switchyard_integration_tests::{EchoBackend, Fleet, bodies, spawn_echo_backend};
+use switchyard_integration_tests::{EchoBackend, Fleet, spawn_echo_backend};
 
 /// One replica with route `/` (client's `Host` preserved) to a round-robin
 /// cluster of `members`.
 async fn fleet_for(label: &str, members: &[&EchoBackend]) -> Fleet {
-    let fleet = Fleet::start(label, 1).await;
     let members: Vec<Value> = members
         .iter()
         .map(|b| json!({ "url": b.url(), "weight": 1 }))
         .collect();
     let cluster = json!({ "policy": "round_robin", "members": members });
-    fleet
-        .cp
-        .write(Method::PUT, "/api/v1/clusters/c", Some(&cluster))
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
-    fleet
+    Fleet::serving(label, &cluster).await
 }
 
 /// What came back on one stream.

@@ -7,9 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::Method;
 use serde_json::json;
-use switchyard_integration_tests::{Fleet, bodies};
+use switchyard_integration_tests::Fleet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -19,21 +18,11 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// One replica with route `/` to a single member at `member`.
 async fn fleet_for(label: &str, member: SocketAddr) -> Fleet {
-    let fleet = Fleet::start(label, 1).await;
-    let cluster = json!({ "members": [ { "url": format!("http://{member}") } ] });
-    fleet
-        .cp
-        .write(Method::PUT, "/api/v1/clusters/c", Some(&cluster))
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
-    fleet
+    Fleet::serving(
+        label,
+        &json!({ "members": [ { "url": format!("http://{member}") } ] }),
+    )
+    .await
 }
 
 /// Reads from `stream` into `seen` until it contains `needle`, within [`DEADLINE`].

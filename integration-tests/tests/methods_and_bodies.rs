@@ -16,7 +16,6 @@ use tokio::net::TcpStream;
 
 /// One replica with route `/` to a round-robin cluster of `members`, in that order.
 async fn fleet_for(label: &str, members: &[&EchoBackend], extra: Value) -> Fleet {
-    let fleet = Fleet::start(label, 1).await;
     let members: Vec<Value> = members
         .iter()
         .map(|b| json!({ "url": b.url(), "weight": 1 }))
@@ -25,19 +24,7 @@ async fn fleet_for(label: &str, members: &[&EchoBackend], extra: Value) -> Fleet
     if let (Some(cluster), Value::Object(extra)) = (cluster.as_object_mut(), extra) {
         cluster.extend(extra);
     }
-    fleet
-        .cp
-        .write(Method::PUT, "/api/v1/clusters/c", Some(&cluster))
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
-    fleet
+    Fleet::serving(label, &cluster).await
 }
 
 /// Sends `body` with `method` to `path` through `fleet`'s replica; returns the

@@ -17,24 +17,8 @@ use switchyard_integration_tests::{
 };
 
 async fn fleet_for(label: &str, backend: &EchoBackend) -> Fleet {
-    let fleet = Fleet::start(label, 1).await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/clusters/c",
-            Some(&json!({ "members": [ { "url": backend.url(), "weight": 1 } ] })),
-        )
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
-    fleet
+    let cluster = json!({ "members": [ { "url": backend.url(), "weight": 1 } ] });
+    Fleet::serving(label, &cluster).await
 }
 
 /// `GET path` over a new HTTP/1.1 connection to `addr`, with `headers` (each

@@ -22,21 +22,8 @@ const LARGE_EXCHANGE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// One replica with route `/` to a cluster of `backend` alone.
 async fn fleet_for(label: &str, backend: &EchoBackend) -> Fleet {
-    let fleet = Fleet::start(label, 1).await;
     let cluster = json!({ "members": [ { "url": backend.url(), "weight": 1 } ] });
-    fleet
-        .cp
-        .write(Method::PUT, "/api/v1/clusters/c", Some(&cluster))
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
-    fleet
+    Fleet::serving(label, &cluster).await
 }
 
 /// Sends `payload` to `path` through `fleet`'s replica and returns the status,

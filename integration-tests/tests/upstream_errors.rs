@@ -17,20 +17,7 @@ use switchyard_integration_tests::{
 
 /// One replica with route `/` to cluster `cluster`.
 async fn fleet_for(label: &str, cluster: &Value) -> Fleet {
-    let fleet = Fleet::start(label, 1).await;
-    fleet
-        .cp
-        .write(Method::PUT, "/api/v1/clusters/c", Some(cluster))
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
-    fleet
+    Fleet::serving(label, cluster).await
 }
 
 fn assert_error_naming(response: &Response, status: StatusCode, member: &str) {
