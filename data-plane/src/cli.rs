@@ -50,6 +50,11 @@ pub struct Args {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime_duration)]
     pub shutdown_grace: Duration,
+    /// The most members (over all clusters) a snapshot may have for this
+    /// replica to apply it; a larger one is refused (NACK) and the replica
+    /// keeps its table. A guard for replicas with little memory (default: no limit).
+    #[arg(long, env = "SWITCHYARD_MAX_MEMBERS")]
+    pub max_members: Option<usize>,
     /// PEM file of CA certificates (one or several) that https members'
     /// certificates may be signed by, trusted besides the public webpki roots.
     #[arg(long, env = "SWITCHYARD_UPSTREAM_CA")]
@@ -123,6 +128,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         cache_file: args.cache_file,
         shutdown_grace: args.shutdown_grace,
         upstream_tls,
+        max_members: args.max_members,
     };
     crate::run(listeners, admin, settings, shutdown).await?;
     Ok(())

@@ -60,6 +60,8 @@ pub struct Settings {
     /// The TLS client config of connections to `https://` members, made once
     /// at start-up ([`tls::client_config`]).
     pub upstream_tls: Arc<rustls::ClientConfig>,
+    /// Snapshots with more members than this are refused (`None`: no limit).
+    pub max_members: Option<usize>,
 }
 
 /// Runs a replica until `shutdown` turns true: loads the cache file, follows
@@ -78,7 +80,9 @@ pub async fn run(
     upstream::set_workers(listeners.len());
     tls::set_client_config(settings.upstream_tls.clone());
     let cache = settings.cache_file.clone().map(CacheWriter::spawn);
-    let state = Arc::new(State::new(settings.node_id.clone(), cache));
+    let state = Arc::new(
+        State::new(settings.node_id.clone(), cache).with_max_members(settings.max_members),
+    );
     if let Some(path) = &settings.cache_file {
         load_cache(&state, path.clone()).await;
     }

@@ -21,6 +21,8 @@ pub struct State {
     /// Held while a snapshot is applied: one apply at a time.
     applying: Mutex<Applying>,
     cache: Option<CacheWriter>,
+    /// Snapshots with more members than this are refused.
+    max_members: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -44,7 +46,14 @@ impl State {
             table: Arc::new(ArcSwapOption::empty()),
             applying: Mutex::new(Applying::default()),
             cache,
+            max_members: None,
         }
+    }
+
+    /// The same state, refusing snapshots with more than `max` members.
+    pub fn with_max_members(mut self, max: Option<usize>) -> Self {
+        self.max_members = max;
+        self
     }
 
     /// The table handle the proxy loads from.
@@ -100,6 +109,19 @@ impl State {
             }
             if running.hash == snapshot.hash && running.version == snapshot.version {
                 return Ok(running);
+            }
+        }
+        if let Some(max) = self.max_members {
+            let members: usize = snapshot
+                .config
+                .clusters
+                .iter()
+                .map(|c| c.members.len())
+                .sum();
+            if members > max {
+                return Err(format!(
+                    "the snapshot has {members} members, more than this replica's --max-members {max}"
+                ));
             }
         }
         let (table, generation) =

@@ -63,13 +63,7 @@ pub enum CompileError {
     },
     #[error("route {0:?} names unknown cluster {1:?}")]
     UnknownCluster(String, String),
-    #[error("{0}")]
-    Rejected(String),
 }
-
-/// Environment variable of a fault-injection hook for tests: a snapshot with a
-/// cluster of this name is refused, as if it could not be applied.
-pub const REJECT_CLUSTER_ENV: &str = "SWITCHYARD_TEST_REJECT_CLUSTER";
 
 /// Validates `snapshot` and compiles it into a table, reusing the shared state
 /// of the clusters and members that `registry` already has.
@@ -78,13 +72,6 @@ pub fn compile(
     registry: &Registry,
 ) -> Result<(Table, Generation), CompileError> {
     let addrs = validate::validate_config(&mut snapshot.config)?;
-    if let Ok(rejected) = std::env::var(REJECT_CLUSTER_ENV)
-        && snapshot.config.cluster(&rejected).is_some()
-    {
-        return Err(CompileError::Rejected(format!(
-            "cluster {rejected:?} rejected by {REJECT_CLUSTER_ENV}"
-        )));
-    }
     let mut generation = registry.begin();
     let mut clusters = Vec::with_capacity(snapshot.config.clusters.len());
     let mut cluster_index = HashMap::with_capacity(snapshot.config.clusters.len());

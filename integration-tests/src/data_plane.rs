@@ -23,7 +23,7 @@ pub struct DataPlaneOptions {
     pub cache_file: PathBuf,
     /// `http://127.0.0.1:GRPCPORT` of each control plane.
     pub control_planes: Vec<String>,
-    /// Extra environment (such as `SWITCHYARD_TEST_REJECT_CLUSTER`).
+    /// Extra environment (such as `SWITCHYARD_MAX_MEMBERS`).
     pub env: Vec<(String, String)>,
 }
 

@@ -195,10 +195,11 @@ async fn hundreds_of_changes_under_load_fail_no_request() {
 /// version again, and both replicas are synced after the next good write.
 #[tokio::test]
 async fn a_nacked_snapshot_keeps_the_old_table_and_is_not_resent() {
-    const HOOK: &str = "SWITCHYARD_TEST_REJECT_CLUSTER";
+    // dp-2 applies snapshots of one member at most: the second member is refused.
+    const REFUSAL: &str = "--max-members 1";
     let mut fleet = Fleet::start_with("nack", 2, |options| {
         if options.node_id == "dp-2" {
-            options.env(HOOK, "poison")
+            options.env("SWITCHYARD_MAX_MEMBERS", "1")
         } else {
             options
         }
@@ -250,7 +251,7 @@ async fn a_nacked_snapshot_keeps_the_old_table_and_is_not_resent() {
     assert_eq!(entry["version"], old, "dp-2 runs the old version: {entry}");
     let error = entry["last_error"].as_str().unwrap_or_default();
     assert!(
-        error.contains(&format!("rejected by {HOOK}")),
+        error.contains("has 2 members") && error.contains(REFUSAL),
         "last_error: {entry}"
     );
     assert_eq!(cp.check_synced(&[healthy], nacked).await, Ok(()));
@@ -275,21 +276,21 @@ async fn a_nacked_snapshot_keeps_the_old_table_and_is_not_resent() {
     );
 
     // Not sent again: the replica stays nacked at that version and logs no new refusal.
-    let refusals = nacking.log().count_matching(HOOK);
+    let refusals = nacking.log().count_matching(REFUSAL);
     assert!(
         refusals >= 1,
-        "dp-2 logged no refusal naming {HOOK}: a resend could not be seen"
+        "dp-2 logged no refusal naming {REFUSAL}: a resend could not be seen"
     );
     consistently(
         "dp-2 is not sent the refused version again",
         secs(2),
         async || {
             let entry = cp.dataplane("dp-2").await.ok_or("dp-2 is not listed")?;
-            let again = nacking.log().count_matching(HOOK);
+            let again = nacking.log().count_matching(REFUSAL);
             if entry["state"] != "nacked" || entry["nacked_version"] != nacked || again != refusals
             {
                 return Err(format!(
-                    "dp-2 is {entry}; log lines naming {HOOK}: {refusals} then {again}"
+                    "dp-2 is {entry}; log lines naming {REFUSAL}: {refusals} then {again}"
                 ));
             }
             Ok(())
@@ -322,11 +323,11 @@ async fn a_nacked_snapshot_keeps_the_old_table_and_is_not_resent() {
         entry["last_error"]
             .as_str()
             .unwrap_or_default()
-            .contains(HOOK),
+            .contains(REFUSAL),
         "the refusal's error is known again: {entry}"
     );
     assert_eq!(
-        nacking.log().count_matching(HOOK),
+        nacking.log().count_matching(REFUSAL),
         refusals,
         "the restarted control plane sent the refused version again"
     );
