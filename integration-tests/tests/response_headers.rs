@@ -6,14 +6,14 @@
 //! removed.
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use serde_json::json;
 use switchyard_integration_tests::client::REQUEST_TIMEOUT;
 use switchyard_integration_tests::conn::{h1_send, header_values};
 use switchyard_integration_tests::{
-    EchoBackend, Fleet, Misbehaviour, bodies, spawn_echo_backend, spawn_raw_backend,
+    EchoBackend, Fleet, Misbehaviour, spawn_echo_backend, spawn_raw_backend,
 };
 
 async fn fleet_for(label: &str, backend: &EchoBackend) -> Fleet {
@@ -109,23 +109,8 @@ async fn a_connection_header_split_over_two_lines_is_honoured_in_responses() {
          ok",
     ))
     .await;
-    let fleet = Fleet::start("split-connection-response", 1).await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/clusters/c",
-            Some(&json!({ "members": [ { "url": member.url(), "weight": 1 } ] })),
-        )
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
+    let cluster = json!({ "members": [ { "url": member.url(), "weight": 1 } ] });
+    let fleet = Fleet::serving("split-connection-response", &cluster).await;
     let hop_by_hop = ["x-foo", "x-bar", "keep-alive"];
 
     let response = get_head(fleet.replicas[0].proxy_addr(), "/split", &[]).await;

@@ -14,7 +14,7 @@ use serde_json::json;
 use switchyard_integration_tests::client::REQUEST_TIMEOUT;
 use switchyard_integration_tests::conn::{h1_send, h2_connect, header};
 use switchyard_integration_tests::payload::{ChannelBody, MIB, Payload, read_body};
-use switchyard_integration_tests::{EchoBackend, Fleet, bodies, eventually, spawn_echo_backend};
+use switchyard_integration_tests::{EchoBackend, Fleet, eventually, spawn_echo_backend};
 
 const HUNDRED_MB: u64 = 100 * MIB;
 /// A hang guard for one large exchange, not a speed requirement.
@@ -177,25 +177,13 @@ async fn uploads_and_downloads_with_content_length_keep_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_answer_during_an_upload_does_not_hold_up_the_next_request() {
     let backend = spawn_echo_backend("early").await;
-    let fleet = Fleet::start("early-answer", 1).await;
     let cluster = json!({
         "members": [ { "url": backend.url(), "weight": 1 } ],
         // Only so that a request stuck behind the upload shows as a 504
         // rather than a hang: the member answers every request at once.
         "response_timeout": "3s",
     });
-    fleet
-        .cp
-        .write(Method::PUT, "/api/v1/clusters/c", Some(&cluster))
-        .await;
-    fleet
-        .cp
-        .write(
-            Method::PUT,
-            "/api/v1/routes/r?wait=5s",
-            Some(&bodies::route("/", "c")),
-        )
-        .await;
+    let fleet = Fleet::serving("early-answer", &cluster).await;
     let replica = &fleet.replicas[0];
     let authority = replica.proxy_addr().to_string();
     let mut sender = h2_connect::<ChannelBody>(replica.proxy_addr())
