@@ -62,7 +62,16 @@ impl Fleet {
     /// One replica whose route `r` on `/` leads to cluster `c`, defined by
     /// `cluster` (a `PUT /api/v1/clusters/c` body); returns once it serves it.
     pub async fn serving(label: &str, cluster: &Value) -> Self {
-        let fleet = Self::start(label, 1).await;
+        Self::serving_with(label, cluster, |options| options).await
+    }
+
+    /// Like [`Fleet::serving`], with the replica's options adjusted by `adjust`.
+    pub async fn serving_with(
+        label: &str,
+        cluster: &Value,
+        adjust: impl Fn(DataPlaneOptions) -> DataPlaneOptions,
+    ) -> Self {
+        let fleet = Self::start_with(label, 1, adjust).await;
         fleet
             .cp
             .write(Method::PUT, "/api/v1/clusters/c", Some(cluster))
