@@ -87,9 +87,9 @@ enum Reading {
     Length(u64),
     Chunked(Chunked),
     UntilClose,
-    /// The member closed in the middle of the body: an error, once what was
-    /// read before has gone out.
-    Truncated,
+    /// The body broke (see [`Exchange::failure`]): an error, once what was
+    /// read before it has gone out.
+    Failed,
     Done,
 }
 
@@ -101,6 +101,8 @@ pub struct Exchange {
     pool: Arc<Pool>,
     upload: Upload,
     reading: Reading,
+    /// Why the body broke, reported on the next poll.
+    failure: Option<ExchangeError>,
     keep_alive: bool,
     /// Whether the member sent any byte of an answer.
     answered: bool,
@@ -132,6 +134,7 @@ impl Exchange {
                 failed: None,
             },
             reading: Reading::Head,
+            failure: None,
             keep_alive: false,
             answered: false,
         }
@@ -233,21 +236,18 @@ impl Exchange {
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ExchangeError>>> {
         if let Err(error) = self.drive_upload(cx) {
             // The client gave up its upload: the member's answer cannot be trusted to end.
-            self.conn = None;
-            self.reading = Reading::Done;
-            return Poll::Ready(Some(Err(error)));
+            return self.fail(error, cx);
         }
         loop {
-            if self.reading == Reading::Truncated {
+            if self.reading == Reading::Failed {
                 self.reading = Reading::Done;
-                return Poll::Ready(Some(Err(ExchangeError::Truncated)));
+                return Poll::Ready(self.failure.take().map(Err));
             }
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
             match self.reading {
-                Reading::Head | Reading::Done => return Poll::Ready(None),
-                Reading::Truncated => {}
+                Reading::Head | Reading::Done | Reading::Failed => return Poll::Ready(None),
                 Reading::Length(left) if !conn.buf.is_empty() => {
                     let n = usize::try_from(left)
                         .unwrap_or(usize::MAX)
@@ -271,11 +271,7 @@ impl Exchange {
                         return Poll::Ready(None);
                     }
                     Ok(Decoded::More) => self.reading = Reading::Chunked(state),
-                    Err(error) => {
-                        self.conn = None;
-                        self.reading = Reading::Done;
-                        return Poll::Ready(Some(Err(error.into())));
-                    }
+                    Err(error) => return self.fail(error.into(), cx),
                 },
                 Reading::UntilClose if !conn.buf.is_empty() => {
                     let data = conn.buf.split().freeze();
@@ -283,31 +279,32 @@ impl Exchange {
                 }
                 Reading::Length(_) | Reading::UntilClose => {}
             }
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
             match ready!(conn.poll_fill(cx)) {
                 Ok(0) if self.reading == Reading::UntilClose => {
                     self.conn = None;
                     self.reading = Reading::Done;
                     return Poll::Ready(None);
                 }
-                Ok(0) => {
-                    self.conn = None;
-                    self.reading = Reading::Truncated;
-                    // Let what was already handed out reach the client first
-                    // (the server writes when the body is pending), then fail.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
+                Ok(0) => return self.fail(ExchangeError::Truncated, cx),
                 Ok(_) => {}
-                Err(error) => {
-                    self.conn = None;
-                    self.reading = Reading::Done;
-                    return Poll::Ready(Some(Err(error)));
-                }
+                Err(error) => return self.fail(error, cx),
             }
         }
+    }
+
+    /// The body broke: the connection is given up, and the error is reported
+    /// on the next poll, so that what was handed out before reaches the
+    /// client first (the server writes while the body is pending).
+    fn fail(
+        &mut self,
+        error: ExchangeError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+        self.conn = None;
+        self.failure = Some(error);
+        self.reading = Reading::Failed;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
