@@ -10,8 +10,8 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PEERS=${PEERS_SCRIPT:-$ROOT/../shared/bench/peers.sh}
-[ -x "$PEERS" ] || [ -f "$PEERS" ] || { echo "cannot find the shared harness at $PEERS (set PEERS_SCRIPT)" >&2; exit 1; }
+HARNESS=${PEERS_SCRIPT:-$ROOT/../shared/bench/peers.sh}
+[ -f "$HARNESS" ] || { echo "cannot find the shared harness at $HARNESS (set PEERS_SCRIPT)" >&2; exit 1; }
 : "${BACKEND1_PORT:=18081}" "${BACKEND2_PORT:=18082}" "${SY_PORT:=18100}"
 
 build_release
@@ -24,4 +24,4 @@ JSON
 start_control_plane 18110 18111 "$BENCH_TMP/bootstrap.json"
 start_data_plane bench-dp "$SY_PORT" 18112 18111 ${SY_WORKERS:+--workers "$SY_WORKERS"}
 export BACKEND1_PORT BACKEND2_PORT
-TARGET_URL="http://127.0.0.1:$SY_PORT/" TARGET_NAME=switchyard TARGET_PID=$DP_PID bash "$PEERS"
+TARGET_URL="http://127.0.0.1:$SY_PORT/" TARGET_NAME=switchyard TARGET_PID=$DP_PID bash "$HARNESS"
