@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use switchyard_data_plane::config::apply::State;
 use switchyard_data_plane::proxy::Proxy;
-use switchyard_data_plane::state::State;
-use switchyard_data_plane::{bind_workers, server, upstream};
+use switchyard_data_plane::{bind_workers, listener, upstream};
 use switchyard_shared::{Cluster, Config, Member, Route, Snapshot};
 
 fn snapshot(version: u64, members: &[String]) -> Snapshot {
@@ -67,7 +67,7 @@ fn main() {
                 .expect("runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                server::serve(listener, proxy, shutdown, Duration::from_secs(1)).await;
+                listener::serve(listener, proxy, shutdown, Duration::from_secs(1)).await;
             });
         });
     }

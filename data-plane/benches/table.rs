@@ -8,8 +8,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use switchyard_data_plane::routing::Router;
-use switchyard_data_plane::state::State;
+use switchyard_data_plane::config::apply::State;
+use switchyard_data_plane::config::routing::Router;
 use switchyard_shared::proto::v1;
 use switchyard_shared::{Cluster, Config, Member, Route, Snapshot};
 

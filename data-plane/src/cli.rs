@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::{Settings, tls};
+use crate::Settings;
+use crate::upstream::tls;
 
 /// A Switchyard data-plane replica: proxies and balances HTTP traffic with the
 /// routing table the control plane streams to it.

@@ -2,32 +2,22 @@
 //! plane's config stream and forwards HTTP traffic to the members of clusters.
 //!
 //! # Layout
-//! - [`discovery`]: the config stream (hello, snapshots, ACK/NACK, reconnects)
-//! - [`state`]: applying a snapshot (validate → compile → swap → cache)
-//! - [`table`], [`routing`]: the compiled table and route matching
-//! - [`balancer`], [`upstream`], [`health`]: picking members, their pools and health
-//! - [`tls`]: TLS to `https://` members (trust roots, `--upstream-ca`, the stream)
-//! - [`h1`], [`exchange`]: HTTP/1.1 to members, one exchange at a time on pooled connections
-//! - [`proxy`], [`body`]: the request path; [`server`]: accepting connections
-//! - [`admin`]: `/healthz`, `/readyz`, `/config`; [`cache`]: the last good snapshot on disk
+//! - [`listener`]: the client side — accepting connections, telling HTTP/1.1 from h2c
+//! - [`proxy`]: the request path (route → select → rewrite → forward → respond)
+//! - [`config`]: the config stream, applying a snapshot, the compiled table and routing
+//! - [`balancer`]: picking a member of a cluster
+//! - [`upstream`]: members — their connections (HTTP/1.1 codec, exchange, pool, TLS)
+//! - [`health`]: active health checks
+//! - [`admin`]: `/healthz`, `/readyz`, `/config`, `/members`, `/metrics`
 //! - [`cli`]: flags and `main`
 
 pub mod admin;
 pub mod balancer;
-pub mod body;
-pub mod cache;
 pub mod cli;
-pub mod discovery;
-pub mod exchange;
-pub mod h1;
+pub mod config;
 pub mod health;
-pub mod metrics;
+pub mod listener;
 pub mod proxy;
-pub mod routing;
-pub mod server;
-pub mod state;
-pub mod table;
-pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -39,9 +29,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::cache::CacheWriter;
+use crate::config::apply::State;
+use crate::config::cache::{self, CacheWriter};
+use crate::config::discovery;
 use crate::proxy::Proxy;
-use crate::state::State;
 
 /// Why a replica could not run.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +49,7 @@ pub struct Settings {
     pub cache_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     /// The TLS client config of connections to `https://` members, made once
-    /// at start-up ([`tls::client_config`]).
+    /// at start-up ([`upstream::tls::client_config`]).
     pub upstream_tls: Arc<rustls::ClientConfig>,
     /// Snapshots with more members than this are refused (`None`: no limit).
     pub max_members: Option<usize>,
@@ -78,7 +69,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     upstream::set_workers(listeners.len());
-    tls::set_client_config(settings.upstream_tls.clone());
+    upstream::tls::set_client_config(settings.upstream_tls.clone());
     let cache = settings.cache_file.clone().map(CacheWriter::spawn);
     let state = Arc::new(
         State::new(settings.node_id.clone(), cache).with_max_members(settings.max_members),
@@ -134,7 +125,7 @@ fn worker(
         .map_err(|e| Error::Worker(index, e))?;
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).map_err(|e| Error::Worker(index, e))?;
-        server::serve(listener, proxy, shutdown, grace).await;
+        listener::serve(listener, proxy, shutdown, grace).await;
         Ok(())
     })
 }

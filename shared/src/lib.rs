@@ -7,6 +7,9 @@ pub mod snapshot;
 pub mod telemetry;
 pub mod validate;
 
-pub use model::{Cluster, Config, Dur, HealthCheck, Member, MemberState, Policy, Route};
+pub use model::{
+    Cluster, Config, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
+    RetryPolicy, Route,
+};
 pub use snapshot::{ConfigDocument, Snapshot, config_hash};
 pub use validate::{ConfigError, ErrorKind, MemberAddr, Scheme};

@@ -15,6 +15,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a member that refused a connection is left out (Apache `retry`, nginx `fail_timeout`).
 pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// The longest a member connection may carry no byte either way, during a body
+/// or a tunnel, before it is cut (nginx's `proxy_read_timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The whole config: what `GET /api/v1/config` shows and `PUT /api/v1/config` applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,8 +46,77 @@ pub struct Cluster {
     pub response_timeout: Dur,
     #[serde(default = "default_retry_window")]
     pub retry_window: Dur,
+    /// No byte either way for this long during a body or a tunnel: the
+    /// exchange is cut (the client sees 504 if no head was sent yet).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// When a failed attempt goes to another member.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Passive health: members that keep failing are ejected for a while
+    /// (Envoy's outlier detection). None: only the retry window applies.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// When a request that failed on one member is sent to another (nginx's
+/// `proxy_next_upstream`). Whatever this says, a request of which nothing was
+/// written may always go elsewhere, and a request that is not idempotent, or
+/// whose body cannot be replayed, never goes again once any of it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// How many more members a request may try after the first (0: none).
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// What counts as a failure worth another member.
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<RetryOn>,
+    /// Each attempt's own limit for the response head (none: the cluster's
+    /// `response_timeout`).
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
+    /// Retries may add at most this share of the cluster's requests (in %)…
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    /// …plus this many per second, so a quiet cluster can still retry.
+    #[serde(default = "default_budget_min_per_second")]
+    pub budget_min_per_second: u32,
+}
+
+/// A kind of failure that a retry policy may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The connection failed or broke before any byte of the answer.
+    Error,
+    /// The member did not answer within the (per-try) timeout.
+    Timeout,
+    /// The member answered 502, 503 or 504.
+    Http502,
+    Http503,
+    Http504,
+}
+
+/// Ejection of members that keep failing (Envoy's outlier detection).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Failures in a row (connect failures, broken exchanges, 5xx) that eject a member.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each further one is longer by as much.
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection: Dur,
+    /// The longest an ejection may last.
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection: Dur,
+    /// At most this share (in %) of a cluster's members is ejected at once;
+    /// at least one member may always be.
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
 }
 
 /// How a member is picked.
@@ -184,6 +256,88 @@ fn default_retry_window() -> Dur {
     Dur(DEFAULT_RETRY_WINDOW)
 }
 
+fn default_idle_timeout() -> Dur {
+    Dur(DEFAULT_IDLE_TIMEOUT)
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::Error, RetryOn::Timeout]
+}
+
+fn default_budget_percent() -> u32 {
+    20
+}
+
+fn default_budget_min_per_second() -> u32 {
+    10
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+
+fn default_base_ejection() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+fn default_max_ejection() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: default_retries(),
+            retry_on: default_retry_on(),
+            per_try_timeout: None,
+            budget_percent: default_budget_percent(),
+            budget_min_per_second: default_budget_min_per_second(),
+        }
+    }
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: default_consecutive_failures(),
+            base_ejection: default_base_ejection(),
+            max_ejection: default_max_ejection(),
+            max_ejected_percent: default_max_ejected_percent(),
+        }
+    }
+}
+
+impl RetryOn {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RetryOn::Error => "error",
+            RetryOn::Timeout => "timeout",
+            RetryOn::Http502 => "http_502",
+            RetryOn::Http503 => "http_503",
+            RetryOn::Http504 => "http_504",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "error" => Some(RetryOn::Error),
+            "timeout" => Some(RetryOn::Timeout),
+            "http_502" => Some(RetryOn::Http502),
+            "http_503" => Some(RetryOn::Http503),
+            "http_504" => Some(RetryOn::Http504),
+            _ => None,
+        }
+    }
+}
+
 fn default_weight() -> u32 {
     1
 }
@@ -226,7 +380,10 @@ impl Cluster {
             connect_timeout: default_connect_timeout(),
             response_timeout: default_response_timeout(),
             retry_window: default_retry_window(),
+            idle_timeout: default_idle_timeout(),
             health_check: None,
+            retry: RetryPolicy::default(),
+            outlier_detection: None,
         }
     }
 

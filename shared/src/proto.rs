@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use crate::model::{Cluster, Config, Dur, HealthCheck, Member, MemberState, Policy, Route};
+use crate::model::{
+    Cluster, Config, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
+    RetryPolicy, Route,
+};
 use crate::snapshot::Snapshot;
 
 /// The generated code of `proto/switchyard/v1/discovery.proto`.
@@ -66,6 +69,25 @@ impl From<&Cluster> for v1::Cluster {
                 timeout_ms: ms(h.timeout),
                 healthy_threshold: h.healthy_threshold,
                 unhealthy_threshold: h.unhealthy_threshold,
+            }),
+            idle_timeout_ms: ms(c.idle_timeout),
+            retry: Some(v1::RetryPolicy {
+                max_retries: c.retry.max_retries,
+                retry_on: c
+                    .retry
+                    .retry_on
+                    .iter()
+                    .map(|on| on.as_str().to_owned())
+                    .collect(),
+                per_try_timeout_ms: c.retry.per_try_timeout.map(ms),
+                budget_percent: c.retry.budget_percent,
+                budget_min_per_second: c.retry.budget_min_per_second,
+            }),
+            outlier_detection: c.outlier_detection.as_ref().map(|o| v1::OutlierDetection {
+                consecutive_failures: o.consecutive_failures,
+                base_ejection_ms: ms(o.base_ejection),
+                max_ejection_ms: ms(o.max_ejection),
+                max_ejected_percent: o.max_ejected_percent,
             }),
         }
     }
@@ -134,6 +156,40 @@ impl TryFrom<v1::Cluster> for Cluster {
             }),
             None => None,
         };
+        let retry = match c.retry {
+            Some(r) => RetryPolicy {
+                max_retries: r.max_retries,
+                retry_on: r
+                    .retry_on
+                    .iter()
+                    .map(|on| {
+                        RetryOn::parse(on).ok_or_else(|| ConvertError {
+                            field: field("retry.retry_on"),
+                            reason: format!("unknown condition {on:?}"),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                per_try_timeout: r
+                    .per_try_timeout_ms
+                    .map(|t| dur(&field("retry.per_try_timeout"), t))
+                    .transpose()?,
+                budget_percent: r.budget_percent,
+                budget_min_per_second: r.budget_min_per_second,
+            },
+            None => RetryPolicy::default(),
+        };
+        let outlier_detection = match c.outlier_detection {
+            Some(o) => Some(OutlierDetection {
+                consecutive_failures: o.consecutive_failures,
+                base_ejection: dur(
+                    &field("outlier_detection.base_ejection"),
+                    o.base_ejection_ms,
+                )?,
+                max_ejection: dur(&field("outlier_detection.max_ejection"), o.max_ejection_ms)?,
+                max_ejected_percent: o.max_ejected_percent,
+            }),
+            None => None,
+        };
         let mut members = Vec::with_capacity(c.members.len());
         for m in c.members {
             let state = MemberState::parse(&m.state).ok_or_else(|| ConvertError {
@@ -153,7 +209,10 @@ impl TryFrom<v1::Cluster> for Cluster {
             connect_timeout: dur(&field("connect_timeout"), c.connect_timeout_ms)?,
             response_timeout: dur(&field("response_timeout"), c.response_timeout_ms)?,
             retry_window: Dur::from_millis(c.retry_window_ms),
+            idle_timeout: dur(&field("idle_timeout"), c.idle_timeout_ms)?,
             health_check,
+            retry,
+            outlier_detection,
             name: c.name,
         })
     }
@@ -187,6 +246,9 @@ mod tests {
             state: MemberState::Standby,
         });
         cluster.health_check = Some(HealthCheck::default());
+        cluster.retry.retry_on.push(RetryOn::Http503);
+        cluster.retry.per_try_timeout = Some(Dur::from_millis(250));
+        cluster.outlier_detection = Some(OutlierDetection::default());
         let mut route = Route::new("web", "/app/", "mycluster");
         route.rewrite_prefix = Some("/".into());
         route.host = Some("example.com".into());

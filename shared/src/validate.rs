@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use http::Uri;
 
-use crate::model::{Cluster, Config, HealthCheck, Member, Route};
+use crate::model::{Cluster, Config, HealthCheck, Member, OutlierDetection, RetryPolicy, Route};
 
 /// Why a change was refused; the kind decides the HTTP status the API answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,6 +190,7 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
     for (what, d) in [
         ("connect_timeout", cluster.connect_timeout),
         ("response_timeout", cluster.response_timeout),
+        ("idle_timeout", cluster.idle_timeout),
     ] {
         if d.0.is_zero() {
             return Err(in_cluster(ConfigError::invalid(format!(
@@ -199,6 +200,10 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
     }
     if let Some(check) = &cluster.health_check {
         validate_health_check(check).map_err(in_cluster)?;
+    }
+    validate_retry(&cluster.retry).map_err(in_cluster)?;
+    if let Some(outlier) = &cluster.outlier_detection {
+        validate_outlier(outlier).map_err(in_cluster)?;
     }
     let addrs = cluster
         .members
@@ -241,6 +246,50 @@ fn validate_health_check(check: &HealthCheck) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "health_check thresholds must be at least 1",
         ));
+    }
+    Ok(())
+}
+
+/// The most retries a request may make.
+pub const MAX_RETRIES: u32 = 10;
+
+fn validate_retry(retry: &RetryPolicy) -> Result<(), ConfigError> {
+    if retry.max_retries > MAX_RETRIES {
+        return Err(ConfigError::invalid(format!(
+            "retry max_retries must be 0..={MAX_RETRIES}, got {}",
+            retry.max_retries
+        )));
+    }
+    if retry.per_try_timeout.is_some_and(|t| t.0.is_zero()) {
+        return Err(ConfigError::invalid(
+            "retry per_try_timeout must be greater than 0",
+        ));
+    }
+    if retry.budget_percent > 100 {
+        return Err(ConfigError::invalid(format!(
+            "retry budget_percent must be 0..=100, got {}",
+            retry.budget_percent
+        )));
+    }
+    Ok(())
+}
+
+fn validate_outlier(outlier: &OutlierDetection) -> Result<(), ConfigError> {
+    if outlier.consecutive_failures == 0 {
+        return Err(ConfigError::invalid(
+            "outlier_detection consecutive_failures must be at least 1",
+        ));
+    }
+    if outlier.base_ejection.0.is_zero() || outlier.max_ejection < outlier.base_ejection {
+        return Err(ConfigError::invalid(
+            "outlier_detection base_ejection must be greater than 0 and at most max_ejection",
+        ));
+    }
+    if outlier.max_ejected_percent > 100 {
+        return Err(ConfigError::invalid(format!(
+            "outlier_detection max_ejected_percent must be 0..=100, got {}",
+            outlier.max_ejected_percent
+        )));
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::table::compile;
+use crate::config::table::compile;
 use crate::upstream::Registry;
 use switchyard_shared::{Cluster, Config, Member, Route, Snapshot};
 

@@ -8,9 +8,9 @@ use switchyard_shared::Snapshot;
 use switchyard_shared::proto::v1;
 use tracing::info;
 
-use crate::cache::CacheWriter;
+use crate::config::cache::CacheWriter;
+use crate::config::table::{self, Table};
 use crate::health::HealthChecks;
-use crate::table::{self, Table};
 use crate::upstream::Registry;
 
 /// The replica's config state, shared by the config client, the proxy and the admin endpoint.

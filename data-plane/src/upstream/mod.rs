@@ -3,27 +3,29 @@
 //! its balancer score), and the registry that hands the same state to every
 //! table that still has the member, so a swap loses none of it.
 
+pub mod body;
+pub mod exchange;
+pub mod h1;
+pub mod pool;
+pub mod tls;
+
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::body::UpstreamBody;
-use crate::exchange::{Conn, Exchange, ExchangeError};
-use crate::h1::ResponseHead;
-use crate::tls::{self, MemberStream};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::exchange::{Conn, Exchange, ExchangeError};
+use crate::upstream::h1::ResponseHead;
+use crate::upstream::pool::Pool;
+use crate::upstream::tls::MemberStream;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request};
 use rustls::pki_types::ServerName;
 use switchyard_shared::MemberAddr;
 use tokio::net::TcpStream;
-
-/// How long an idle pooled connection to a member is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How many idle connections a worker keeps per member.
-const POOL_MAX_IDLE: usize = 512;
 
 /// State of one member that outlives routing tables.
 #[derive(Debug)]
@@ -290,39 +292,6 @@ pub enum SendError {
     },
     /// The exchange broke after the request was (at least partly) sent.
     Exchange(ExchangeError),
-}
-
-/// A worker's idle keep-alive connections to one member, most recent last.
-#[derive(Debug, Default)]
-pub struct Pool {
-    idle: Mutex<VecDeque<(Conn, Instant)>>,
-}
-
-impl Pool {
-    fn take(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some((conn, since)) = idle.pop_back() {
-            if !conn.is_stale() && since.elapsed() < POOL_IDLE_TIMEOUT {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Keeps an idle connection for the next exchange.
-    pub(crate) fn put(&self, conn: Conn) {
-        if let Ok(mut idle) = self.idle.lock() {
-            let now = Instant::now();
-            while idle.len() >= POOL_MAX_IDLE
-                || idle
-                    .front()
-                    .is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE_TIMEOUT)
-            {
-                idle.pop_front();
-            }
-            idle.push_back((conn, now));
-        }
-    }
 }
 
 /// State of one cluster that outlives routing tables.

@@ -1,6 +1,5 @@
-//! The bodies the proxy streams: the client's request body on its way to a
-//! member, and the response body on its way back (a member's, streamed, or one
-//! the proxy made itself). Nothing here holds a whole body in memory.
+//! The request body on its way to a member: the client's body streamed as it
+//! comes, and whether it was sent in full (the response clock starts then).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,8 +10,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
-
-use crate::exchange::{Exchange, ExchangeError};
 
 /// A request body sent to a member.
 #[derive(Debug)]
@@ -100,52 +97,6 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
             UpstreamBody::Client { body, .. } => body.size_hint(),
-        }
-    }
-}
-
-/// A response body sent to the client.
-#[derive(Debug)]
-pub enum ProxyBody {
-    /// A member's, streamed from its connection (which the exchange returns to
-    /// its pool once the body was read to the end).
-    Upstream(Exchange),
-    Local(Option<Bytes>),
-}
-
-impl ProxyBody {
-    pub fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody::Local(Some(text.into()))
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = ExchangeError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ProxyBody::Upstream(exchange) => Pin::new(exchange).poll_frame(cx),
-            ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Upstream(exchange) => exchange.is_end_stream(),
-            ProxyBody::Local(data) => data.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Upstream(exchange) => exchange.size_hint(),
-            ProxyBody::Local(data) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The request path, in fixed steps: route → select → rewrite → forward →
 //! respond (or on-error). See DESIGN.md, "The data plane's request path".
 
+pub mod body;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -10,12 +12,14 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use crate::body::{BodyProgress, ProxyBody, UpstreamBody};
-use crate::exchange::Exchange;
-use crate::h1::ResponseHead;
-use crate::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
+use crate::admin::metrics;
+use crate::balancer;
+use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
+use crate::proxy::body::ProxyBody;
 use crate::upstream::SendError;
-use crate::{balancer, metrics};
+use crate::upstream::body::{BodyProgress, UpstreamBody};
+use crate::upstream::exchange::Exchange;
+use crate::upstream::h1::ResponseHead;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -1,6 +1,8 @@
 //! The admin endpoint: liveness, readiness (a snapshot is applied) and the
 //! version and hash the replica runs.
 
+pub mod metrics;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::state::State;
+use crate::config::apply::State;
 
 /// Serves the admin endpoint until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
@@ -83,7 +85,8 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
             ),
         },
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render(state))));
+            let mut response =
+                Response::new(Full::new(Bytes::from(crate::admin::metrics::render(state))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
-use crate::state::State;
+use crate::config::apply::State;
 
 /// Smallest and largest wait before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -177,7 +177,7 @@ async fn apply(state: &Arc<State>, snapshot: v1::Snapshot) -> v1::data_plane_mes
     })
     .await
     .unwrap_or_else(|e| Err(format!("applying the snapshot failed: {e}")));
-    crate::metrics::snapshot(applied.is_ok());
+    crate::admin::metrics::snapshot(applied.is_ok());
     match applied {
         Ok(running) => v1::data_plane_message::Kind::Ack(v1::Ack {
             version: running.version,

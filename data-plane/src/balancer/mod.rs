@@ -1,15 +1,12 @@
-//! Picking a member: smooth weighted round robin (Apache `byrequests`, nginx's
-//! default) over the members that can take a request now.
-//!
-//! On each pick every candidate's score grows by its weight, the highest score
-//! wins (ties: first in order), and the winner's score drops by the sum of the
-//! candidates' weights. Weights 5:1:1 give `a a b a c a a`.
+//! Picking a member: which members may take a request now (active, then hot
+//! standby, then all of them as a last resort), and the cluster's policy among
+//! those ([`round_robin`]).
 
-use std::sync::atomic::Ordering;
+pub mod round_robin;
 
 use switchyard_shared::MemberState;
 
-use crate::table::ClusterEntry;
+use crate::config::table::ClusterEntry;
 
 /// Which members a pick may choose from, most preferred first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,42 +40,19 @@ fn in_tier(cluster: &ClusterEntry, index: usize, tier: Tier) -> bool {
 }
 
 fn pick_in_tier(cluster: &ClusterEntry, tried: &[usize], tier: Tier) -> Option<usize> {
-    let candidate = |i: &usize| !tried.contains(i) && in_tier(cluster, *i, tier);
-    let mut candidates = (0..cluster.members.len()).filter(candidate);
+    let candidate = |i: usize| !tried.contains(&i) && in_tier(cluster, i, tier);
+    let mut candidates = (0..cluster.members.len()).filter(|&i| candidate(i));
     let first = candidates.next()?;
     if candidates.next().is_none() {
         return Some(first);
     }
-    // A poisoned lock only means another pick panicked; the scores are still numbers.
-    let _guard = cluster
-        .shared
-        .pick_lock
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let mut total = 0i64;
-    let mut best: Option<(usize, i64)> = None;
-    for i in (first..cluster.members.len()).filter(candidate) {
-        let member = &cluster.members[i];
-        let weight = i64::from(member.weight);
-        total += weight;
-        let score = member.shared.score.load(Ordering::Relaxed) + weight;
-        member.shared.score.store(score, Ordering::Relaxed);
-        if best.is_none_or(|(_, best_score)| score > best_score) {
-            best = Some((i, score));
-        }
-    }
-    let (winner, score) = best?;
-    cluster.members[winner]
-        .shared
-        .score
-        .store(score - total, Ordering::Relaxed);
-    Some(winner)
+    round_robin::pick(cluster, first, candidate)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::tests::cluster_of;
+    use crate::config::table::tests::cluster_of;
 
     fn sequence(cluster: &ClusterEntry, n: usize) -> String {
         (0..n)

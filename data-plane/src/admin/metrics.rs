@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 
+use crate::config::apply::State;
 use crate::proxy::ProxyError;
-use crate::state::State;
 
 /// What one thread counted.
 #[derive(Debug, Default)]

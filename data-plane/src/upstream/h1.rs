@@ -1,6 +1,6 @@
 //! HTTP/1.1 towards members, as bytes: the request head the proxy writes, the
 //! response head it parses, and how each body is delimited (RFC 9112). Pure
-//! functions over buffers; [`crate::exchange`] drives them over a connection.
+//! functions over buffers; [`crate::upstream::exchange`] drives them over a connection.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

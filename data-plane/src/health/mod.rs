@@ -11,8 +11,8 @@ use switchyard_shared::HealthCheck;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::body::UpstreamBody;
-use crate::table::{MemberEntry, Table};
+use crate::config::table::{MemberEntry, Table};
+use crate::upstream::body::UpstreamBody;
 use crate::upstream::{MemberShared, SendError};
 
 /// The running checks, keyed by member state and check settings.

@@ -14,10 +14,10 @@ use http::request::Parts;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
-use crate::body::UpstreamBody;
-use crate::h1::{self, Chunked, Decoded, Framing, H1Error, RequestFraming, ResponseHead};
-use crate::tls::MemberStream;
-use crate::upstream::Pool;
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::h1::{self, Chunked, Decoded, Framing, H1Error, RequestFraming, ResponseHead};
+use crate::upstream::pool::Pool;
+use crate::upstream::tls::MemberStream;
 
 /// Read at least this much at once.
 const READ_CHUNK: usize = 8 * 1024;

@@ -1,5 +1,5 @@
 //! The routing table: a snapshot compiled into what the request path needs,
-//! immutable once built and swapped in whole (see [`crate::discovery`]).
+//! immutable once built and swapped in whole (see [`crate::config::discovery`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_shared::validate::{self, ConfigError};
 use switchyard_shared::{HealthCheck, MemberState, Snapshot};
 
-use crate::routing::Router;
+use crate::config::routing::Router;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
 
 /// One version of the config, ready to serve.

@@ -1,0 +1,57 @@
+//! The response body on its way back to the client: a member's, streamed from
+//! its connection, or one the proxy made itself. Nothing here holds a whole
+//! body in memory.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::upstream::exchange::{Exchange, ExchangeError};
+
+/// A response body sent to the client.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// A member's, streamed from its connection (which the exchange returns to
+    /// its pool once the body was read to the end).
+    Upstream(Exchange),
+    Local(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn local(text: impl Into<Bytes>) -> Self {
+        ProxyBody::Local(Some(text.into()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(exchange) => Pin::new(exchange).poll_frame(cx),
+            ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(exchange) => exchange.is_end_stream(),
+            ProxyBody::Local(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(exchange) => exchange.size_hint(),
+            ProxyBody::Local(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
