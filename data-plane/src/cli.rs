@@ -60,6 +60,11 @@ pub struct Args {
     /// certificates may be signed by, trusted besides the public webpki roots.
     #[arg(long, env = "SWITCHYARD_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
+    /// The longest a pooled connection to a member stays idle; a member's
+    /// `Keep-Alive: timeout=N` shortens it (to N s less half a second). Keep it
+    /// below the backends' own keep-alive (gunicorn, Node and Apache: 5 s).
+    #[arg(long, env = "SWITCHYARD_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "4s", value_parser = humantime_duration)]
+    pub upstream_keepalive_timeout: Duration,
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -96,6 +101,7 @@ pub fn main() -> ExitCode {
 
 async fn start(args: Args) -> anyhow::Result<()> {
     let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
+    crate::upstream::pool::set_idle_timeout(args.upstream_keepalive_timeout);
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

@@ -13,6 +13,10 @@ fn main() -> std::process::ExitCode {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
+    // The environment's setting, read by glibc itself, wins.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     // SAFETY: `mallopt` only changes an allocator setting; it runs first thing
     // in `main`, before any other thread exists.
     let arenas = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;

@@ -10,6 +10,7 @@ use http::StatusCode;
 
 use crate::config::apply::State;
 use crate::proxy::ProxyError;
+use crate::upstream::ConnectError;
 
 /// What one thread counted.
 #[derive(Debug, Default)]
@@ -17,17 +18,39 @@ struct ThreadStats {
     /// Responses by status class: 1xx … 5xx.
     responses: [AtomicU64; 5],
     /// Requests the proxy answered itself, by [`ProxyError`] kind (see [`ERROR_KINDS`]).
-    errors: [AtomicU64; 6],
+    errors: [AtomicU64; 7],
+    /// Attempts sent again, by [`Retry`] reason (see [`RETRY_REASONS`]).
+    retries: [AtomicU64; 4],
+    /// Connections to members that could not be had, by reason (see [`CONNECT_REASONS`]).
+    connect_failures: [AtomicU64; 5],
+    /// Member bodies cut by the idle clock.
+    idle_timeouts: AtomicU64,
 }
 
-const ERROR_KINDS: [&str; 6] = [
+const ERROR_KINDS: [&str; 7] = [
     "no_config",
     "no_route",
     "no_member",
-    "all_refused",
+    "unreachable",
     "upstream",
     "timeout",
+    "client_body",
 ];
+
+/// Why an attempt went to another member (or would have).
+#[derive(Debug, Clone, Copy)]
+pub enum Retry {
+    /// The connection broke before an answer.
+    Error,
+    Timeout,
+    /// The member answered a status the policy retries.
+    Status,
+    /// The policy would have retried, but the cluster's budget was spent.
+    OverBudget,
+}
+
+const RETRY_REASONS: [&str; 4] = ["error", "timeout", "status", "over_budget"];
+const CONNECT_REASONS: [&str; 5] = ["resolve", "refused", "timeout", "io", "tls"];
 
 static THREADS: Mutex<Vec<Arc<ThreadStats>>> = Mutex::new(Vec::new());
 static APPLIED: AtomicU64 = AtomicU64::new(0);
@@ -55,11 +78,31 @@ pub fn error(error: &ProxyError) {
         ProxyError::NoConfig => 0,
         ProxyError::NoRoute => 1,
         ProxyError::NoMember(_) => 2,
-        ProxyError::AllRefused { .. } => 3,
+        ProxyError::AllUnreachable { .. } => 3,
         ProxyError::Upstream { .. } => 4,
-        ProxyError::Timeout(_) => 5,
+        ProxyError::Timeout { .. } => 5,
+        ProxyError::ClientBody(_) => 6,
     };
     STATS.with(|stats| stats.errors[kind].fetch_add(1, Ordering::Relaxed));
+}
+
+/// Counts an attempt sent again, or refused by the budget.
+pub fn retry(reason: Retry) {
+    STATS.with(|stats| stats.retries[reason as usize].fetch_add(1, Ordering::Relaxed));
+}
+
+/// Counts a connection to a member that could not be had.
+pub fn connect_failure(error: &ConnectError) {
+    let reason = CONNECT_REASONS
+        .iter()
+        .position(|r| *r == error.reason())
+        .unwrap_or(3);
+    STATS.with(|stats| stats.connect_failures[reason].fetch_add(1, Ordering::Relaxed));
+}
+
+/// Counts a member body cut by the idle clock.
+pub fn idle_timeout() {
+    STATS.with(|stats| stats.idle_timeouts.fetch_add(1, Ordering::Relaxed));
 }
 
 /// Counts a snapshot applied (`true`) or refused.
@@ -71,15 +114,17 @@ pub fn snapshot(applied: bool) {
 /// The Prometheus text exposition of everything counted, and of `state`.
 pub fn render(state: &State) -> String {
     let mut responses = [0u64; 5];
-    let mut errors = [0u64; 6];
+    let mut errors = [0u64; 7];
+    let mut retries = [0u64; 4];
+    let mut connect_failures = [0u64; 5];
+    let mut idle_timeouts = 0;
     if let Ok(threads) = THREADS.lock() {
         for stats in threads.iter() {
-            for (sum, counter) in responses.iter_mut().zip(&stats.responses) {
-                *sum += counter.load(Ordering::Relaxed);
-            }
-            for (sum, counter) in errors.iter_mut().zip(&stats.errors) {
-                *sum += counter.load(Ordering::Relaxed);
-            }
+            add(&mut responses, &stats.responses);
+            add(&mut errors, &stats.errors);
+            add(&mut retries, &stats.retries);
+            add(&mut connect_failures, &stats.connect_failures);
+            idle_timeouts += stats.idle_timeouts.load(Ordering::Relaxed);
         }
     }
     let mut out = String::with_capacity(2048);
@@ -100,6 +145,27 @@ pub fn render(state: &State) -> String {
             "switchyard_proxy_errors_total{{reason=\"{kind}\"}} {count}\n"
         ));
     }
+    labelled(
+        &mut out,
+        "switchyard_retries_total",
+        "Attempts sent to another member (over_budget: refused by the retry budget).",
+        "reason",
+        &RETRY_REASONS,
+        &retries,
+    );
+    labelled(
+        &mut out,
+        "switchyard_upstream_connect_failures_total",
+        "Connections to members that could not be had, by reason.",
+        "reason",
+        &CONNECT_REASONS,
+        &connect_failures,
+    );
+    out.push_str(&format!(
+        "# HELP switchyard_upstream_idle_timeouts_total Member bodies cut after the cluster's idle_timeout.\n\
+         # TYPE switchyard_upstream_idle_timeouts_total counter\n\
+         switchyard_upstream_idle_timeouts_total {idle_timeouts}\n"
+    ));
     let running = state.running();
     let members = state.member_health();
     let healthy = members.iter().filter(|m| m.healthy).count();
@@ -147,4 +213,18 @@ pub fn render(state: &State) -> String {
         ));
     }
     out
+}
+
+fn add<const N: usize>(sums: &mut [u64; N], counters: &[AtomicU64; N]) {
+    for (sum, counter) in sums.iter_mut().zip(counters) {
+        *sum += counter.load(Ordering::Relaxed);
+    }
+}
+
+/// A counter with one label, one line per value.
+fn labelled(out: &mut String, name: &str, help: &str, label: &str, values: &[&str], counts: &[u64]) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+    for (value, count) in values.iter().zip(counts) {
+        out.push_str(&format!("{name}{{{label}=\"{value}\"}} {count}\n"));
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_shared::validate::{self, ConfigError};
-use switchyard_shared::{HealthCheck, MemberState, Snapshot};
+use switchyard_shared::{HealthCheck, MemberState, RetryPolicy, Snapshot};
 
 use crate::config::routing::Router;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
@@ -40,6 +40,9 @@ pub struct ClusterEntry {
     pub shared: Arc<ClusterShared>,
     pub response_timeout: Duration,
     pub retry_window: Duration,
+    /// No byte either way for this long during a body or a tunnel ends it.
+    pub idle_timeout: Duration,
+    pub retry: RetryPolicy,
     pub health_check: Option<HealthCheck>,
 }
 
@@ -104,6 +107,8 @@ pub fn compile(
             members,
             response_timeout: cluster.response_timeout.0,
             retry_window: cluster.retry_window.0,
+            idle_timeout: cluster.idle_timeout.0,
+            retry: cluster.retry.clone(),
             health_check: cluster.health_check.clone(),
         });
     }

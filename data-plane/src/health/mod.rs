@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::table::{MemberEntry, Table};
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::{MemberShared, SendError};
+use crate::upstream::{Limits, MemberShared, SendError};
 
 /// The running checks, keyed by member state and check settings.
 #[derive(Debug, Default)]
@@ -105,12 +105,18 @@ async fn probe(
         header::USER_AGENT,
         http::HeaderValue::from_static("switchyard-health-check"),
     );
-    let (head, exchange) = tokio::time::timeout(check.timeout.0, member.send(request))
+    let limits = Limits {
+        head_timeout: check.timeout.0,
+        idle: check.timeout.0,
+        progress: None,
+        fresh: false,
+    };
+    let (head, exchange) = tokio::time::timeout(check.timeout.0, member.send(request, &limits))
         .await
         .map_err(|_| format!("no answer to GET {} within {}", check.path, check.timeout))?
         .map_err(|e| match e {
             SendError::Connect { error, .. } => format!("GET {}: {error}", check.path),
-            SendError::Exchange(error) => format!("GET {}: {error}", check.path),
+            SendError::Exchange { error, .. } => format!("GET {}: {error}", check.path),
         })?;
     let status = head.status;
     // Read the body so the connection can go back to the pool.

@@ -4,6 +4,7 @@
 pub mod body;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,9 +17,10 @@ use crate::admin::metrics;
 use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::proxy::body::ProxyBody;
-use crate::upstream::SendError;
+use crate::upstream::{Limits, SendError};
 use crate::upstream::body::{BodyProgress, UpstreamBody};
-use crate::upstream::exchange::Exchange;
+use crate::upstream::exchange::{Exchange, ExchangeError};
+use crate::upstream::retry::{self, Decision};
 use crate::upstream::h1::ResponseHead;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -54,24 +56,29 @@ pub enum ProxyError {
     NoRoute,
     #[error("cluster {0:?} has no member that can take requests")]
     NoMember(String),
-    #[error("every member of cluster {cluster:?} refused the connection (last: {last})")]
-    AllRefused { cluster: String, last: String },
+    #[error("no member of cluster {cluster:?} could be reached (last: {last})")]
+    AllUnreachable { cluster: String, last: String },
     #[error("member {member:?} failed the exchange: {error}")]
     Upstream { member: String, error: String },
-    #[error("member {0:?} did not answer in time")]
-    Timeout(String),
+    #[error("member {member:?} did not answer within {limit:?}")]
+    Timeout { member: String, limit: Duration },
+    /// The client's request body was invalid or stopped coming: its fault,
+    /// not the member's.
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
 }
 
 impl ProxyError {
     /// The status a client sees: RFC 9110, and Apache where it agrees.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoConfig | ProxyError::NoMember(_) | ProxyError::AllRefused { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoConfig
+            | ProxyError::NoMember(_)
+            | ProxyError::AllUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -134,10 +141,19 @@ impl Proxy {
         parts.uri = Uri::from(rewrite_path(route, &parts.uri));
         add_forwarded(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
-        let (body, progress) = UpstreamBody::from_client(body);
+        let idempotent = retry::is_idempotent(&parts.method);
+        let replay = idempotent && cluster.retry.max_retries > 0;
+        let (body, progress) = UpstreamBody::from_client(body, replay);
         let request = Request::from_parts(parts, body);
-        let (member, head, exchange) =
-            forward(cluster, route, request, progress, host.as_ref()).await?;
+        let (member, head, exchange) = forward(
+            cluster,
+            route,
+            request,
+            progress.as_deref(),
+            host.as_ref(),
+            idempotent,
+        )
+        .await?;
         Ok(respond(head, exchange, route, member, host.as_ref()))
     }
 }
@@ -251,93 +267,211 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION || HOP_BY_HOP.contains(&name)
 }
 
-/// Steps 2 and 4: pick a member and send it the request; a failed connect
-/// leaves that member out for its retry window and the request, which was not
-/// sent, goes to another member.
+/// Steps 2 and 4: pick a member and send it the request; a failed attempt
+/// goes to another member when [`retry::may_retry`] says it may.
 async fn forward<'t>(
     cluster: &'t ClusterEntry,
     route: &RouteEntry,
     mut request: Request<UpstreamBody>,
-    progress: Option<Arc<BodyProgress>>,
+    progress: Option<&BodyProgress>,
     host: Option<&HeaderValue>,
+    idempotent: bool,
 ) -> Result<(&'t MemberEntry, ResponseHead, Exchange), ProxyError> {
+    let policy = &cluster.retry;
+    let budget = &cluster.shared.retry_budget;
+    budget.request();
+    let mut limits = Limits {
+        head_timeout: policy
+            .per_try_timeout
+            .map_or(cluster.response_timeout, |t| t.0.min(cluster.response_timeout)),
+        idle: cluster.idle_timeout,
+        progress,
+        fresh: false,
+    };
+    // Retrying on a status needs the request again once it was sent: kept
+    // only where the policy names a status.
+    let spare = (idempotent && retries_statuses(policy)).then(|| request_head(&request));
     let mut tried = Vec::new();
-    let mut last_refusal = None;
+    let mut retries = 0;
+    // What the client sees if no member is left to try.
+    let mut last_error = None;
     loop {
-        let Some(index) = balancer::pick(cluster, &tried) else {
-            return Err(match last_refusal {
-                Some(last) => ProxyError::AllRefused {
-                    cluster: cluster.name.clone(),
-                    last,
-                },
-                None => ProxyError::NoMember(cluster.name.clone()),
-            });
+        // After a pooled connection failed, the same member gets a fresh one.
+        let index = match (limits.fresh, tried.last()) {
+            (true, Some(&last)) => Some(last),
+            _ => balancer::pick(cluster, &tried),
         };
+        let Some(index) = index else {
+            return Err(last_error.unwrap_or_else(|| ProxyError::NoMember(cluster.name.clone())));
+        };
+        if !limits.fresh {
+            tried.push(index);
+        }
         let member = &cluster.members[index];
         let host_header = match (route.preserve_host, host) {
             (true, Some(host)) => host.clone(),
             _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
-        let sent = exchange(
-            member,
-            request,
-            cluster.response_timeout,
-            progress.as_deref(),
-        )
-        .await;
-        match sent {
-            Ok(Ok((head, exchange))) => {
+        let failure = match member.shared.send(request, &limits).await {
+            Ok((head, exchange)) => {
                 member.shared.mark_ok();
-                return Ok((member, head, exchange));
+                let again = match &spare {
+                    Some(parts)
+                        if head.status.is_server_error()
+                            && retries < policy.max_retries
+                            && exchange.replayable()
+                            && has_untried(cluster, &tried) =>
+                    {
+                        let failure = retry::Failure::Status(head.status);
+                        let sent = retry::Sent {
+                            written: true,
+                            replayable: true,
+                        };
+                        retry::may_retry(policy, failure, sent, budget) == Decision::Retry
+                    }
+                    _ => false,
+                };
+                let (Some(parts), true) = (&spare, again) else {
+                    return Ok((member, head, exchange));
+                };
+                let Some(body) = exchange.into_replay() else {
+                    return Err(ProxyError::Upstream {
+                        member: member.shared.id.clone(),
+                        error: "the request could not be sent again".to_owned(),
+                    });
+                };
+                debug!(cluster = %cluster.name, member.id = %member.shared.id, status = %head.status, "Trying another member");
+                metrics::retry(metrics::Retry::Status);
+                retries += 1;
+                limits.fresh = false;
+                request = rebuild(parts, body);
+                continue;
             }
-            Ok(Err(SendError::Connect {
+            Err(SendError::Connect {
                 request: unsent,
                 error,
-            })) => {
+            }) => {
                 let why = error.to_string();
-                warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member refused the connection");
+                warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member could not be reached");
+                metrics::connect_failure(&error);
                 member.shared.mark_failed(cluster.retry_window, why.clone());
-                last_refusal = Some(format!("{}: {why}", member.shared.id));
-                tried.push(index);
-                request = *unsent;
-            }
-            Ok(Err(SendError::Exchange(error))) => {
-                let why = error_chain(&error);
-                warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member failed the exchange");
-                return Err(ProxyError::Upstream {
-                    member: member.shared.id.clone(),
-                    error: why,
+                last_error = Some(ProxyError::AllUnreachable {
+                    cluster: cluster.name.clone(),
+                    last: format!("{}: {why}", member.shared.id),
                 });
+                request = *unsent;
+                limits.fresh = false;
+                continue;
             }
-            Err(_) => {
-                warn!(cluster = %cluster.name, member.id = %member.shared.id, "Member did not answer in time");
-                return Err(ProxyError::Timeout(member.shared.id.clone()));
+            Err(SendError::Exchange {
+                error,
+                written,
+                answered,
+                reused,
+                replay,
+            }) => (error, written, answered, reused, replay),
+        };
+        let (error, written, answered, reused, replay) = failure;
+        let failure = match &error {
+            ExchangeError::Client(why) => return Err(ProxyError::ClientBody(why.clone())),
+            ExchangeError::Timeout(_) => retry::Failure::Timeout,
+            ExchangeError::Closed | ExchangeError::Read(_) | ExchangeError::Write(_)
+                if !answered =>
+            {
+                retry::Failure::Broken
+            }
+            _ => return Err(upstream_error(cluster, member, &error)),
+        };
+        let sent = retry::Sent {
+            written,
+            replayable: idempotent && replay.is_some(),
+        };
+        let decision = if written && retries >= policy.max_retries {
+            Decision::No
+        } else {
+            retry::may_retry(policy, failure, sent, budget)
+        };
+        match (decision, replay) {
+            (Decision::Retry, Some(again)) => {
+                debug!(cluster = %cluster.name, member.id = %member.shared.id, error = %error, reused, "Trying again");
+                metrics::retry(match failure {
+                    retry::Failure::Timeout => metrics::Retry::Timeout,
+                    _ => metrics::Retry::Error,
+                });
+                if written {
+                    retries += 1;
+                }
+                last_error = Some(upstream_error(cluster, member, &error));
+                // A pooled connection the member had closed says nothing of the member.
+                limits.fresh = reused && failure == retry::Failure::Broken;
+                request = *again;
+            }
+            (decision, _) => {
+                if decision == Decision::OverBudget {
+                    metrics::retry(metrics::Retry::OverBudget);
+                }
+                return Err(upstream_error(cluster, member, &error));
             }
         }
     }
 }
 
-/// Sends a request to a member and waits for its answer, for at most
-/// `timeout` from when the request body was sent in full: a slow upload from
-/// the client is not the member's slowness (Apache's `timeout`, nginx's
-/// `proxy_read_timeout`).
-async fn exchange(
-    member: &MemberEntry,
-    request: Request<UpstreamBody>,
-    timeout: std::time::Duration,
-    progress: Option<&BodyProgress>,
-) -> Result<Result<(ResponseHead, Exchange), SendError>, tokio::time::error::Elapsed> {
-    let send = member.shared.send(request);
-    tokio::pin!(send);
-    if let Some(progress) = progress {
-        tokio::select! {
-            biased;
-            sent = &mut send => return Ok(sent),
-            () = progress.finished() => {}
-        }
+/// Whether the policy retries on a status.
+fn retries_statuses(policy: &switchyard_shared::RetryPolicy) -> bool {
+    use switchyard_shared::RetryOn;
+    policy
+        .retry_on
+        .iter()
+        .any(|on| matches!(on, RetryOn::Http502 | RetryOn::Http503 | RetryOn::Http504))
+}
+
+/// Whether a member not tried yet could take the request.
+fn has_untried(cluster: &ClusterEntry, tried: &[usize]) -> bool {
+    cluster.members.iter().enumerate().any(|(i, member)| {
+        !tried.contains(&i)
+            && matches!(
+                member.state,
+                switchyard_shared::MemberState::Active | switchyard_shared::MemberState::Standby
+            )
+    })
+}
+
+/// A copy of a request's head, to send it again.
+fn request_head(request: &Request<UpstreamBody>) -> http::request::Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = request.method().clone();
+    *head.uri_mut() = request.uri().clone();
+    *head.version_mut() = request.version();
+    *head.headers_mut() = request.headers().clone();
+    head.into_parts().0
+}
+
+fn rebuild(parts: &http::request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// The error a client sees for a failed exchange with `member`, logged.
+fn upstream_error(cluster: &ClusterEntry, member: &MemberEntry, error: &ExchangeError) -> ProxyError {
+    let id = member.shared.id.clone();
+    if let ExchangeError::Timeout(limit) = error {
+        warn!(cluster = %cluster.name, member.id = %id, "Member did not answer in time");
+        return ProxyError::Timeout {
+            member: id,
+            limit: *limit,
+        };
     }
-    tokio::time::timeout(timeout, send).await
+    let why = error_chain(error);
+    warn!(cluster = %cluster.name, member.id = %id, error = %why, "Member failed the exchange");
+    ProxyError::Upstream {
+        member: id,
+        error: why,
+    }
 }
 
 /// An error and its sources, on one line.

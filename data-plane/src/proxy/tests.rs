@@ -107,7 +107,7 @@ fn errors_map_to_statuses() {
         ProxyError::NoMember("c".into()).status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let refused = ProxyError::AllRefused {
+    let refused = ProxyError::AllUnreachable {
         cluster: "c".into(),
         last: "x".into(),
     };
@@ -118,7 +118,15 @@ fn errors_map_to_statuses() {
     };
     assert_eq!(broken.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(
-        ProxyError::Timeout("m".into()).status(),
+        ProxyError::Timeout {
+            member: "m".into(),
+            limit: Duration::from_secs(1)
+        }
+        .status(),
         StatusCode::GATEWAY_TIMEOUT
+    );
+    assert_eq!(
+        ProxyError::ClientBody("bad chunk".into()).status(),
+        StatusCode::BAD_REQUEST
     );
 }

@@ -5,18 +5,21 @@
 //! from the connection's read buffer. A connection goes back to its pool only
 //! when both bodies were carried in full and the member keeps it open.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
+use tokio::time::Sleep;
 
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::h1::{self, Chunked, Decoded, Framing, H1Error, RequestFraming, ResponseHead};
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{self, Pool};
 use crate::upstream::tls::MemberStream;
 
 /// Read at least this much at once.
@@ -48,6 +51,12 @@ pub enum ExchangeError {
     Truncated,
     #[error("the client's request body failed: {0}")]
     Client(String),
+    /// No response head within the (per-try) response timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// No byte either way for the cluster's idle timeout, during the body.
+    #[error("the member sent nothing for {0:?}")]
+    Idle(Duration),
 }
 
 impl Conn {
@@ -104,13 +113,54 @@ pub struct Exchange {
     /// Why the body broke, reported on the next poll.
     failure: Option<ExchangeError>,
     keep_alive: bool,
+    /// How long the connection may wait in the pool afterwards.
+    pool_idle: Duration,
     /// Whether the member sent any byte of an answer.
     answered: bool,
+    /// The idle clock of the body: no byte either way for this long ends it.
+    idle: IdleClock,
+}
+
+/// The cluster's idle timeout, as a timer armed only when the body waits on
+/// the member (an answer read whole with its head never allocates one) and
+/// re-armed when a byte moved since.
+#[derive(Debug)]
+struct IdleClock {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A byte moved since the timer was armed.
+    moved: bool,
+}
+
+impl IdleClock {
+    /// Whether the limit has passed with nothing moving; arms the timer.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if std::mem::take(&mut self.moved) {
+                    timer.as_mut().reset((Instant::now() + self.limit).into());
+                }
+                timer
+            }
+            None => {
+                self.moved = false;
+                self.timer.insert(Box::pin(tokio::time::sleep(self.limit)))
+            }
+        };
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl Exchange {
-    /// Starts an exchange of the request `parts` and `body` on `conn`.
-    pub fn new(conn: Conn, pool: Arc<Pool>, parts: &Parts, body: UpstreamBody) -> Self {
+    /// Starts an exchange of the request `parts` and `body` on `conn`; `idle`
+    /// is the cluster's idle timeout for the body.
+    pub fn new(
+        conn: Conn,
+        pool: Arc<Pool>,
+        parts: &Parts,
+        body: UpstreamBody,
+        idle: Duration,
+    ) -> Self {
         let chunked =
             !body.is_end_stream() && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
         let framing = if chunked {
@@ -129,29 +179,41 @@ impl Exchange {
                 out,
                 body,
                 chunked,
-                touched: false,
-                sent: false,
-                failed: None,
+                ..Upload::default()
             },
             reading: Reading::Head,
             failure: None,
             keep_alive: false,
+            pool_idle: Duration::ZERO,
             answered: false,
+            idle: IdleClock {
+                limit: idle,
+                timer: None,
+                moved: false,
+            },
         }
     }
 
-    /// The request body, if none of it was taken yet (to send it elsewhere).
-    pub fn into_unsent_body(mut self) -> Option<UpstreamBody> {
-        if self.upload.touched {
-            return None;
-        }
-        Some(self.upload.body.take().unwrap_or(UpstreamBody::Empty))
+    /// The request body to send again elsewhere: as it was if none of it was
+    /// taken, started over if its replay buffer holds what was sent, else none.
+    pub fn into_replay(mut self) -> Option<UpstreamBody> {
+        let mut body = self.upload.body.take().unwrap_or(UpstreamBody::Empty);
+        (!self.upload.touched || body.rewind()).then_some(body)
     }
 
-    /// Whether the member answered nothing before it closed: on a reused
-    /// connection, the request may go again on a new one.
-    pub fn unanswered(&self) -> bool {
-        !self.answered
+    /// Whether [`Exchange::into_replay`] would give the body back.
+    pub fn replayable(&self) -> bool {
+        !self.upload.touched || self.upload.body.as_ref().is_some_and(UpstreamBody::can_rewind)
+    }
+
+    /// Whether any byte of the request reached the connection.
+    pub fn written(&self) -> bool {
+        self.upload.written
+    }
+
+    /// Whether the member sent any byte of an answer.
+    pub fn answered(&self) -> bool {
+        self.answered
     }
 
     /// Sends the request and reads the response head (skipping 1xx answers).
@@ -174,6 +236,7 @@ impl Exchange {
             };
             if let Some(head) = h1::parse_response(&mut conn.buf, method)? {
                 self.keep_alive = head.keep_alive;
+                self.pool_idle = pool::idle_limit(&head.headers);
                 self.reading = match head.framing {
                     Framing::Empty => Reading::Done,
                     Framing::Length(n) => Reading::Length(n),
@@ -224,19 +287,28 @@ impl Exchange {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let keep_alive = self.keep_alive;
+        let keep_alive = self.keep_alive.then_some(self.pool_idle);
         if self.upload.pending() {
             let upload = std::mem::take(&mut self.upload);
-            tokio::spawn(finish_upload(conn, upload, self.pool.clone(), keep_alive));
-        } else if keep_alive && self.upload.sent && conn.buf.is_empty() {
-            self.pool.put(conn);
+            // Bounded by the idle clock: a client that stops uploading ends it.
+            let finishing = finish_upload(conn, upload, self.pool.clone(), keep_alive);
+            tokio::spawn(tokio::time::timeout(self.idle.limit, finishing));
+        } else if let Some(limit) = keep_alive
+            && self.upload.sent
+            && conn.buf.is_empty()
+        {
+            self.pool.put(conn, limit);
         }
     }
 
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+        let uploaded = self.upload.written_bytes;
         if let Err(error) = self.drive_upload(cx) {
             // The client gave up its upload: the member's answer cannot be trusted to end.
             return self.fail(error, cx);
+        }
+        if self.upload.written_bytes != uploaded {
+            self.idle.moved = true;
         }
         loop {
             if self.reading == Reading::Failed {
@@ -279,14 +351,23 @@ impl Exchange {
                 }
                 Reading::Length(_) | Reading::UntilClose => {}
             }
-            match ready!(conn.poll_fill(cx)) {
+            let filled = match conn.poll_fill(cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending if self.idle.expired(cx) => {
+                    let limit = self.idle.limit;
+                    crate::admin::metrics::idle_timeout();
+                    return self.fail(ExchangeError::Idle(limit), cx);
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            match filled {
                 Ok(0) if self.reading == Reading::UntilClose => {
                     self.conn = None;
                     self.reading = Reading::Done;
                     return Poll::Ready(None);
                 }
                 Ok(0) => return self.fail(ExchangeError::Truncated, cx),
-                Ok(_) => {}
+                Ok(_) => self.idle.moved = true,
                 Err(error) => return self.fail(error, cx),
             }
         }
@@ -320,6 +401,11 @@ struct Upload {
     touched: bool,
     /// Whether the whole request was written.
     sent: bool,
+    /// Whether any byte of it was written, and how many.
+    written: bool,
+    written_bytes: u64,
+    /// The body ended (it is kept, to be sent again if need be).
+    body_ended: bool,
     /// Why writing failed (the connection is then not reused).
     failed: Option<std::io::Error>,
 }
@@ -334,7 +420,7 @@ impl Upload {
     fn drive(&mut self, io: &mut MemberStream, cx: &mut Context<'_>) -> Result<(), ExchangeError> {
         while self.pending() {
             // Gather body bytes that are ready, then write them with the head.
-            while self.out.len() < WRITE_HIGH_WATER {
+            while self.out.len() < WRITE_HIGH_WATER && !self.body_ended {
                 let Some(body) = self.body.as_mut() else {
                     break;
                 };
@@ -353,7 +439,7 @@ impl Upload {
                         if self.chunked {
                             self.out.extend_from_slice(h1::LAST_CHUNK);
                         }
-                        self.body = None;
+                        self.body_ended = true;
                     }
                     Poll::Ready(Some(Err(error))) => {
                         self.body = None;
@@ -364,7 +450,7 @@ impl Upload {
                 }
             }
             if self.out.is_empty() {
-                if self.body.is_none() {
+                if self.body.is_none() || self.body_ended {
                     match Pin::new(&mut *io).poll_flush(cx) {
                         Poll::Ready(Ok(())) => self.sent = true,
                         Poll::Ready(Err(error)) => self.failed = Some(error),
@@ -375,7 +461,11 @@ impl Upload {
             }
             match Pin::new(&mut *io).poll_write(cx, &self.out) {
                 Poll::Ready(Ok(0)) => self.failed = Some(std::io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => self.out.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    self.written = true;
+                    self.written_bytes += n as u64;
+                    self.out.advance(n);
+                }
                 Poll::Ready(Err(error)) => self.failed = Some(error),
                 Poll::Pending => return Ok(()),
             }
@@ -386,15 +476,23 @@ impl Upload {
 
 /// Sends the rest of an upload the member already answered; the connection
 /// is pooled afterwards if it is still good.
-async fn finish_upload(mut conn: Conn, mut upload: Upload, pool: Arc<Pool>, keep_alive: bool) {
+async fn finish_upload(
+    mut conn: Conn,
+    mut upload: Upload,
+    pool: Arc<Pool>,
+    keep_alive: Option<Duration>,
+) {
     let sent = std::future::poll_fn(|cx| match upload.drive(&mut conn.io, cx) {
         Err(_) => Poll::Ready(false),
         Ok(()) if upload.pending() => Poll::Pending,
         Ok(()) => Poll::Ready(upload.sent),
     })
     .await;
-    if sent && keep_alive && conn.buf.is_empty() {
-        pool.put(conn);
+    if let Some(limit) = keep_alive
+        && sent
+        && conn.buf.is_empty()
+    {
+        pool.put(conn, limit);
     }
 }
 

@@ -7,6 +7,7 @@ pub mod body;
 pub mod exchange;
 pub mod h1;
 pub mod pool;
+pub mod retry;
 pub mod tls;
 
 use std::cell::Cell;
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::upstream::body::UpstreamBody;
+use crate::upstream::body::{BodyProgress, UpstreamBody};
+use crate::upstream::retry::RetryBudget;
 use crate::upstream::exchange::{Conn, Exchange, ExchangeError};
 use crate::upstream::h1::ResponseHead;
 use crate::upstream::pool::Pool;
@@ -110,44 +112,48 @@ impl MemberShared {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) over a pooled connection,
-    /// or a new one, and reads the response head; the [`Exchange`] is then the
-    /// response body. A request that was not sent comes back in the error, so
-    /// it can go to another member.
+    /// or a new one, and reads the response head within `limits`; the
+    /// [`Exchange`] is then the response body. A failed attempt says what was
+    /// written and hands the request back when it can be sent again, for
+    /// [`retry::may_retry`] to decide; this function never retries itself.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
+        limits: &Limits<'_>,
     ) -> Result<(ResponseHead, Exchange), SendError> {
         let pool = self.pool();
-        let (parts, mut body) = request.into_parts();
-        loop {
-            let (conn, reused) = match pool.take() {
-                Some(conn) => (conn, true),
-                // Boxed: the connect future is large and rare; the common path stays small.
-                None => match Box::pin(self.connect()).await {
-                    Ok(conn) => (conn, false),
-                    Err(error) => {
-                        return Err(SendError::Connect {
-                            request: Box::new(Request::from_parts(parts, body)),
-                            error,
-                        });
-                    }
-                },
-            };
-            let mut exchange = Exchange::new(conn, pool.clone(), &parts, body);
-            match exchange.response_head(&parts.method).await {
-                Ok(head) => return Ok((head, exchange)),
-                // A kept-alive connection the member had closed: try a fresh one.
-                Err(ExchangeError::Closed | ExchangeError::Write(_) | ExchangeError::Read(_))
-                    if reused && exchange.unanswered() =>
-                {
-                    match exchange.into_unsent_body() {
-                        Some(unsent) => body = unsent,
-                        None => return Err(SendError::Exchange(ExchangeError::Closed)),
-                    }
+        let (parts, body) = request.into_parts();
+        let pooled = if limits.fresh { None } else { pool.take() };
+        let reused = pooled.is_some();
+        let conn = match pooled {
+            Some(conn) => conn,
+            // Boxed: the connect future is large and rare; the common path stays small.
+            None => match Box::pin(self.connect()).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    return Err(SendError::Connect {
+                        request: Box::new(Request::from_parts(parts, body)),
+                        error,
+                    });
                 }
-                Err(error) => return Err(SendError::Exchange(error)),
-            }
-        }
+            },
+        };
+        let mut exchange = Exchange::new(conn, pool.clone(), &parts, body, limits.idle);
+        let error = match head_within(&mut exchange, &parts.method, limits).await {
+            Ok(head) => return Ok((head, exchange)),
+            Err(error) => error,
+        };
+        let (written, answered) = (exchange.written(), exchange.answered());
+        let replay = exchange
+            .into_replay()
+            .map(|body| Box::new(Request::from_parts(parts, body)));
+        Err(SendError::Exchange {
+            error,
+            written,
+            answered,
+            reused,
+            replay,
+        })
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -159,16 +165,9 @@ impl MemberShared {
         if let Transport::BadTlsName(why) = &self.transport {
             return Err(ConnectError::Tls(why.clone()));
         }
-        let connecting = async {
-            match self.socket_addr {
-                Some(addr) => TcpStream::connect(addr).await,
-                None => TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await,
-            }
-        };
-        let stream = tokio::time::timeout(connect_timeout, connecting)
+        let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
             .await
-            .map_err(|_| ConnectError::Timeout(connect_timeout))?
-            .map_err(ConnectError::Io)?;
+            .map_err(|_| ConnectError::Timeout(connect_timeout))??;
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
         let stream = match &self.transport {
             Transport::Tls(name) => {
@@ -177,6 +176,27 @@ impl MemberShared {
             Transport::Tcp | Transport::BadTlsName(_) => MemberStream::Plain(stream),
         };
         Ok(Conn::new(stream))
+    }
+
+    /// A TCP connection to the member's address, or to the first of its
+    /// name's addresses that takes it; a name that does not resolve and a
+    /// refused connection are told apart.
+    async fn connect_tcp(&self) -> Result<TcpStream, ConnectError> {
+        if let Some(addr) = self.socket_addr {
+            return TcpStream::connect(addr).await.map_err(ConnectError::from_io);
+        }
+        let host = self.addr.host.as_str();
+        let addrs = tokio::net::lookup_host((host, self.addr.port))
+            .await
+            .map_err(|e| ConnectError::Resolve(host.to_owned(), e.to_string()))?;
+        let mut last = ConnectError::Resolve(host.to_owned(), "no address".to_owned());
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last = ConnectError::from_io(error),
+            }
+        }
+        Err(last)
     }
 
     /// The TLS handshake over a connected `stream`, within the connect timeout
@@ -262,6 +282,11 @@ impl MemberShared {
 /// Why a connection to a member could not be had; nothing was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The member's host name did not resolve to an address.
+    #[error("the name {0:?} did not resolve: {1}")]
+    Resolve(String, String),
+    #[error("the connection was refused")]
+    Refused,
     #[error("connect timed out after {0:?}")]
     Timeout(Duration),
     #[error("connect failed: {0}")]
@@ -269,6 +294,63 @@ pub enum ConnectError {
     /// The TLS handshake failed (certificate, protocol, timeout) or cannot be tried.
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+}
+
+impl ConnectError {
+    fn from_io(error: std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+            _ => ConnectError::Io(error),
+        }
+    }
+
+    /// A short name for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::Resolve(..) => "resolve",
+            ConnectError::Refused => "refused",
+            ConnectError::Timeout(_) => "timeout",
+            ConnectError::Io(_) => "io",
+            ConnectError::Tls(_) => "tls",
+        }
+    }
+}
+
+/// What bounds one attempt.
+#[derive(Debug)]
+pub struct Limits<'a> {
+    /// The longest wait for the response head once the request body was sent.
+    pub head_timeout: Duration,
+    /// The cluster's idle timeout for the body.
+    pub idle: Duration,
+    /// When the client's body was sent in full (the head clock starts then).
+    pub progress: Option<&'a BodyProgress>,
+    /// A new connection, not a pooled one (after a pooled one failed).
+    pub fresh: bool,
+}
+
+/// Sends the request and waits for the head, for at most the head timeout
+/// from when the request body was sent in full: a slow upload from the
+/// client is not the member's slowness (Apache's `timeout`, nginx's
+/// `proxy_read_timeout`).
+async fn head_within(
+    exchange: &mut Exchange,
+    method: &http::Method,
+    limits: &Limits<'_>,
+) -> Result<ResponseHead, ExchangeError> {
+    let head = exchange.response_head(method);
+    tokio::pin!(head);
+    if let Some(progress) = limits.progress {
+        tokio::select! {
+            biased;
+            head = &mut head => return head,
+            () = progress.finished() => {}
+        }
+    }
+    match tokio::time::timeout(limits.head_timeout, head).await {
+        Ok(head) => head,
+        Err(_) => Err(ExchangeError::Timeout(limits.head_timeout)),
+    }
 }
 
 /// How connections to a member are made.
@@ -282,7 +364,7 @@ enum Transport {
     BadTlsName(String),
 }
 
-/// Why an exchange with a member failed.
+/// Why an attempt failed.
 #[derive(Debug)]
 pub enum SendError {
     /// No connection: the request was not sent and comes back.
@@ -290,8 +372,18 @@ pub enum SendError {
         request: Box<Request<UpstreamBody>>,
         error: ConnectError,
     },
-    /// The exchange broke after the request was (at least partly) sent.
-    Exchange(ExchangeError),
+    /// The exchange failed before a response head.
+    Exchange {
+        error: ExchangeError,
+        /// Whether any byte of the request was written.
+        written: bool,
+        /// Whether the member sent any byte of an answer.
+        answered: bool,
+        /// Whether the connection came from the pool.
+        reused: bool,
+        /// The request, if its body can be sent again.
+        replay: Option<Box<Request<UpstreamBody>>>,
+    },
 }
 
 /// State of one cluster that outlives routing tables.
@@ -299,6 +391,8 @@ pub enum SendError {
 pub struct ClusterShared {
     /// Serializes balancer picks, whose scores live in the members.
     pub(crate) pick_lock: Mutex<()>,
+    /// How many retries the cluster may still make.
+    pub retry_budget: RetryBudget,
 }
 
 /// Hands out the shared state of clusters and members by name, so that a new
