@@ -152,6 +152,14 @@ impl EchoBackend {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Kills it at once, as a crash would: every connection is dropped in the
+    /// middle of whatever it was doing, and its port refuses connections.
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
     /// Stops it: its port refuses connections from now on.
     pub async fn stop(&mut self) {
         self.shutdown.send_replace(true);

@@ -16,6 +16,8 @@
 //! - [`raw_backend`]: [`spawn_raw_backend`], a member on a bare socket that
 //!   closes without answering, or answers garbage or a response written to
 //!   the byte.
+//! - [`scripted`]: [`scripted::spawn_scripted`], a member whose answers are scripted per
+//!   connection and per request, logging which connection each request came on.
 //! - [`payload`]: large bodies generated on the fly ([`payload::Payload`]) and a
 //!   streaming byte count and hash ([`payload::Checksum`]).
 //! - [`conn`]: connection-level HTTP/1.1 and h2c clients for streamed bodies.
@@ -40,6 +42,7 @@ pub mod load;
 pub mod payload;
 pub mod process;
 pub mod raw_backend;
+pub mod scripted;
 pub mod tls_backend;
 
 pub use backend::{Backend, SeenRequest, spawn_backend};

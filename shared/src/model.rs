@@ -95,8 +95,11 @@ pub enum RetryOn {
     /// The member did not answer within the (per-try) timeout.
     Timeout,
     /// The member answered 502, 503 or 504.
+    #[serde(rename = "http_502")]
     Http502,
+    #[serde(rename = "http_503")]
     Http503,
+    #[serde(rename = "http_504")]
     Http504,
 }
 

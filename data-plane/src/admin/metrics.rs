@@ -222,7 +222,14 @@ fn add<const N: usize>(sums: &mut [u64; N], counters: &[AtomicU64; N]) {
 }
 
 /// A counter with one label, one line per value.
-fn labelled(out: &mut String, name: &str, help: &str, label: &str, values: &[&str], counts: &[u64]) {
+fn labelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+    counts: &[u64],
+) {
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
     for (value, count) in values.iter().zip(counts) {
         out.push_str(&format!("{name}{{{label}=\"{value}\"}} {count}\n"));

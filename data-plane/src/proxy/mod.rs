@@ -17,11 +17,11 @@ use crate::admin::metrics;
 use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::proxy::body::ProxyBody;
-use crate::upstream::{Limits, SendError};
 use crate::upstream::body::{BodyProgress, UpstreamBody};
 use crate::upstream::exchange::{Exchange, ExchangeError};
-use crate::upstream::retry::{self, Decision};
 use crate::upstream::h1::ResponseHead;
+use crate::upstream::retry::{self, Decision};
+use crate::upstream::{Limits, SendError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -72,9 +72,9 @@ impl ProxyError {
     /// The status a client sees: RFC 9110, and Apache where it agrees.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoConfig
-            | ProxyError::NoMember(_)
-            | ProxyError::AllUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoConfig | ProxyError::NoMember(_) | ProxyError::AllUnreachable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -283,7 +283,9 @@ async fn forward<'t>(
     let mut limits = Limits {
         head_timeout: policy
             .per_try_timeout
-            .map_or(cluster.response_timeout, |t| t.0.min(cluster.response_timeout)),
+            .map_or(cluster.response_timeout, |t| {
+                t.0.min(cluster.response_timeout)
+            }),
         idle: cluster.idle_timeout,
         progress,
         fresh: false,
@@ -457,7 +459,11 @@ fn rebuild(parts: &http::request::Parts, body: UpstreamBody) -> Request<Upstream
 }
 
 /// The error a client sees for a failed exchange with `member`, logged.
-fn upstream_error(cluster: &ClusterEntry, member: &MemberEntry, error: &ExchangeError) -> ProxyError {
+fn upstream_error(
+    cluster: &ClusterEntry,
+    member: &MemberEntry,
+    error: &ExchangeError,
+) -> ProxyError {
     let id = member.shared.id.clone();
     if let ExchangeError::Timeout(limit) = error {
         warn!(cluster = %cluster.name, member.id = %id, "Member did not answer in time");

@@ -198,7 +198,9 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Client { replay, .. } if replay.as_ref().is_some_and(|r| r.replaying()) => {
+            UpstreamBody::Client { replay, .. }
+                if replay.as_ref().is_some_and(|r| r.replaying()) =>
+            {
                 SizeHint::default()
             }
             UpstreamBody::Client { body, .. } => body.size_hint(),

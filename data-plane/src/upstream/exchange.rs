@@ -203,7 +203,12 @@ impl Exchange {
 
     /// Whether [`Exchange::into_replay`] would give the body back.
     pub fn replayable(&self) -> bool {
-        !self.upload.touched || self.upload.body.as_ref().is_some_and(UpstreamBody::can_rewind)
+        !self.upload.touched
+            || self
+                .upload
+                .body
+                .as_ref()
+                .is_some_and(UpstreamBody::can_rewind)
     }
 
     /// Whether any byte of the request reached the connection.

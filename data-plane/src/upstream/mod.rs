@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::upstream::body::{BodyProgress, UpstreamBody};
-use crate::upstream::retry::RetryBudget;
 use crate::upstream::exchange::{Conn, Exchange, ExchangeError};
 use crate::upstream::h1::ResponseHead;
 use crate::upstream::pool::Pool;
+use crate::upstream::retry::RetryBudget;
 use crate::upstream::tls::MemberStream;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request};
@@ -183,7 +183,9 @@ impl MemberShared {
     /// refused connection are told apart.
     async fn connect_tcp(&self) -> Result<TcpStream, ConnectError> {
         if let Some(addr) = self.socket_addr {
-            return TcpStream::connect(addr).await.map_err(ConnectError::from_io);
+            return TcpStream::connect(addr)
+                .await
+                .map_err(ConnectError::from_io);
         }
         let host = self.addr.host.as_str();
         let addrs = tokio::net::lookup_host((host, self.addr.port))
