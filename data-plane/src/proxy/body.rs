@@ -11,7 +11,12 @@ use http_body::{Body, Frame, SizeHint};
 use crate::upstream::exchange::{Exchange, ExchangeError};
 
 /// A response body sent to the client.
+///
+/// Not boxed although the variants differ in size: it is made once per
+/// request and moved into hyper once, and a box would be an allocation per
+/// proxied request on the hot path.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum ProxyBody {
     /// A member's, streamed from its connection (which the exchange returns to
     /// its pool once the body was read to the end).

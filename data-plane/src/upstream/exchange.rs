@@ -111,10 +111,10 @@ pub struct Exchange {
     upload: Upload,
     reading: Reading,
     /// Why the body broke, reported on the next poll.
-    failure: Option<ExchangeError>,
-    keep_alive: bool,
-    /// How long the connection may wait in the pool afterwards.
-    pool_idle: Duration,
+    failure: Option<Box<ExchangeError>>,
+    /// How long the connection may wait in the pool afterwards, in ms; 0:
+    /// it is not kept (the member closes it, or the exchange broke).
+    pool_idle_ms: u32,
     /// Whether the member sent any byte of an answer.
     answered: bool,
     /// The idle clock of the body: no byte either way for this long ends it.
@@ -126,7 +126,7 @@ pub struct Exchange {
 /// re-armed when a byte moved since.
 #[derive(Debug)]
 struct IdleClock {
-    limit: Duration,
+    limit_ms: u32,
     timer: Option<Pin<Box<Sleep>>>,
     /// A byte moved since the timer was armed.
     moved: bool,
@@ -135,20 +135,30 @@ struct IdleClock {
 impl IdleClock {
     /// Whether the limit has passed with nothing moving; arms the timer.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.limit();
         let timer = match &mut self.timer {
             Some(timer) => {
                 if std::mem::take(&mut self.moved) {
-                    timer.as_mut().reset((Instant::now() + self.limit).into());
+                    timer.as_mut().reset((Instant::now() + limit).into());
                 }
                 timer
             }
             None => {
                 self.moved = false;
-                self.timer.insert(Box::pin(tokio::time::sleep(self.limit)))
+                self.timer.insert(Box::pin(tokio::time::sleep(limit)))
             }
         };
         timer.as_mut().poll(cx).is_ready()
     }
+
+    fn limit(&self) -> Duration {
+        Duration::from_millis(u64::from(self.limit_ms))
+    }
+}
+
+/// A duration in whole milliseconds, saturated to fit 32 bits (49 days).
+fn ms32(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Exchange {
@@ -183,11 +193,10 @@ impl Exchange {
             },
             reading: Reading::Head,
             failure: None,
-            keep_alive: false,
-            pool_idle: Duration::ZERO,
+            pool_idle_ms: 0,
             answered: false,
             idle: IdleClock {
-                limit: idle,
+                limit_ms: ms32(idle),
                 timer: None,
                 moved: false,
             },
@@ -213,7 +222,7 @@ impl Exchange {
 
     /// Whether any byte of the request reached the connection.
     pub fn written(&self) -> bool {
-        self.upload.written
+        self.upload.written_bytes > 0
     }
 
     /// Whether the member sent any byte of an answer.
@@ -240,8 +249,11 @@ impl Exchange {
                 return Poll::Ready(Err(ExchangeError::Closed));
             };
             if let Some(head) = h1::parse_response(&mut conn.buf, method)? {
-                self.keep_alive = head.keep_alive;
-                self.pool_idle = pool::idle_limit(&head.headers);
+                self.pool_idle_ms = if head.keep_alive {
+                    ms32(pool::idle_limit(&head.headers))
+                } else {
+                    0
+                };
                 self.reading = match head.framing {
                     Framing::Empty => Reading::Done,
                     Framing::Length(n) => Reading::Length(n),
@@ -275,7 +287,7 @@ impl Exchange {
             Some(conn) => {
                 let driven = self.upload.drive(&mut conn.io, cx);
                 if driven.is_err() {
-                    self.keep_alive = false;
+                    self.pool_idle_ms = 0;
                 }
                 driven
             }
@@ -292,12 +304,13 @@ impl Exchange {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let keep_alive = self.keep_alive.then_some(self.pool_idle);
+        let keep_alive =
+            (self.pool_idle_ms > 0).then(|| Duration::from_millis(u64::from(self.pool_idle_ms)));
         if self.upload.pending() {
             let upload = std::mem::take(&mut self.upload);
             // Bounded by the idle clock: a client that stops uploading ends it.
             let finishing = finish_upload(conn, upload, self.pool.clone(), keep_alive);
-            tokio::spawn(tokio::time::timeout(self.idle.limit, finishing));
+            tokio::spawn(tokio::time::timeout(self.idle.limit(), finishing));
         } else if let Some(limit) = keep_alive
             && self.upload.sent
             && conn.buf.is_empty()
@@ -318,7 +331,7 @@ impl Exchange {
         loop {
             if self.reading == Reading::Failed {
                 self.reading = Reading::Done;
-                return Poll::Ready(self.failure.take().map(Err));
+                return Poll::Ready(self.failure.take().map(|e| Err(*e)));
             }
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -359,7 +372,7 @@ impl Exchange {
             let filled = match conn.poll_fill(cx) {
                 Poll::Ready(filled) => filled,
                 Poll::Pending if self.idle.expired(cx) => {
-                    let limit = self.idle.limit;
+                    let limit = self.idle.limit();
                     crate::admin::metrics::idle_timeout();
                     return self.fail(ExchangeError::Idle(limit), cx);
                 }
@@ -387,7 +400,7 @@ impl Exchange {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, ExchangeError>>> {
         self.conn = None;
-        self.failure = Some(error);
+        self.failure = Some(Box::new(error));
         self.reading = Reading::Failed;
         cx.waker().wake_by_ref();
         Poll::Pending
@@ -406,8 +419,7 @@ struct Upload {
     touched: bool,
     /// Whether the whole request was written.
     sent: bool,
-    /// Whether any byte of it was written, and how many.
-    written: bool,
+    /// How many bytes of it were written.
     written_bytes: u64,
     /// The body ended (it is kept, to be sent again if need be).
     body_ended: bool,
@@ -467,7 +479,6 @@ impl Upload {
             match Pin::new(&mut *io).poll_write(cx, &self.out) {
                 Poll::Ready(Ok(0)) => self.failed = Some(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    self.written = true;
                     self.written_bytes += n as u64;
                     self.out.advance(n);
                 }
