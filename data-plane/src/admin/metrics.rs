@@ -32,6 +32,7 @@ const ERROR_KINDS: [&str; 6] = [
 static THREADS: Mutex<Vec<Arc<ThreadStats>>> = Mutex::new(Vec::new());
 static APPLIED: AtomicU64 = AtomicU64::new(0);
 static REFUSED: AtomicU64 = AtomicU64::new(0);
+static EJECTIONS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static STATS: Arc<ThreadStats> = {
@@ -66,6 +67,11 @@ pub fn error(error: &ProxyError) {
 pub fn snapshot(applied: bool) {
     let counter = if applied { &APPLIED } else { &REFUSED };
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts a member ejected by outlier detection.
+pub fn ejection() {
+    EJECTIONS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The Prometheus text exposition of everything counted, and of `state`.
@@ -103,6 +109,7 @@ pub fn render(state: &State) -> String {
     let running = state.running();
     let members = state.member_health();
     let healthy = members.iter().filter(|m| m.healthy).count();
+    let ejected = members.iter().filter(|m| m.ejected).count();
     let gauges = [
         (
             "switchyard_config_version",
@@ -137,8 +144,20 @@ pub fn render(state: &State) -> String {
         (
             "switchyard_members_usable",
             "gauge",
-            "Members healthy and not in their retry window.",
+            "Members healthy, not in their retry window and not ejected.",
             healthy as u64,
+        ),
+        (
+            "switchyard_members_ejected",
+            "gauge",
+            "Members ejected by outlier detection now.",
+            ejected as u64,
+        ),
+        (
+            "switchyard_member_ejections_total",
+            "counter",
+            "Ejections of members by outlier detection.",
+            EJECTIONS.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, value) in gauges {

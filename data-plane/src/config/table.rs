@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_shared::validate::{self, ConfigError};
-use switchyard_shared::{HealthCheck, MemberState, Snapshot};
+use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, Snapshot};
 
 use crate::config::routing::Router;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
@@ -41,6 +41,9 @@ pub struct ClusterEntry {
     pub response_timeout: Duration,
     pub retry_window: Duration,
     pub health_check: Option<HealthCheck>,
+    /// Passive health: when failing members are ejected ([`crate::health::outlier`]);
+    /// `None`: only the retry window after a failed connect.
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,7 @@ pub fn compile(
             response_timeout: cluster.response_timeout.0,
             retry_window: cluster.retry_window.0,
             health_check: cluster.health_check.clone(),
+            outlier_detection: cluster.outlier_detection.clone(),
         });
     }
     let mut router = Router::default();

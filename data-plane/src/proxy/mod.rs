@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use crate::admin::metrics;
 use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
+use crate::health::outlier::{self, Outcome};
 use crate::proxy::body::ProxyBody;
 use crate::upstream::SendError;
 use crate::upstream::body::{BodyProgress, UpstreamBody};
@@ -252,8 +253,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Steps 2 and 4: pick a member and send it the request; a failed connect
-/// leaves that member out for its retry window and the request, which was not
-/// sent, goes to another member.
+/// counts against that member ([`outlier::observe`], as does every outcome)
+/// and the request, which was not sent, goes to another member.
 async fn forward<'t>(
     cluster: &'t ClusterEntry,
     route: &RouteEntry,
@@ -288,7 +289,7 @@ async fn forward<'t>(
         .await;
         match sent {
             Ok(Ok((head, exchange))) => {
-                member.shared.mark_ok();
+                outlier::observe(cluster, member, Outcome::of_status(head.status));
                 return Ok((member, head, exchange));
             }
             Ok(Err(SendError::Connect {
@@ -297,7 +298,7 @@ async fn forward<'t>(
             })) => {
                 let why = error.to_string();
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member refused the connection");
-                member.shared.mark_failed(cluster.retry_window, why.clone());
+                outlier::observe(cluster, member, Outcome::ConnectFailure(&why));
                 last_refusal = Some(format!("{}: {why}", member.shared.id));
                 tried.push(index);
                 request = *unsent;
@@ -305,6 +306,7 @@ async fn forward<'t>(
             Ok(Err(SendError::Exchange(error))) => {
                 let why = error_chain(&error);
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member failed the exchange");
+                outlier::observe(cluster, member, Outcome::ExchangeFailure(&why));
                 return Err(ProxyError::Upstream {
                     member: member.shared.id.clone(),
                     error: why,
@@ -312,6 +314,11 @@ async fn forward<'t>(
             }
             Err(_) => {
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, "Member did not answer in time");
+                outlier::observe(
+                    cluster,
+                    member,
+                    Outcome::ExchangeFailure("no answer in time"),
+                );
                 return Err(ProxyError::Timeout(member.shared.id.clone()));
             }
         }
