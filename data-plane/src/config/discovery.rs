@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_shared::Snapshot;
 use switchyard_shared::proto::v1::{self, config_discovery_client::ConfigDiscoveryClient};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -130,7 +130,7 @@ async fn session(
         .await?
         .into_inner();
     info!(control_plane = %endpoint, "Connected to the control plane");
-    let mut health = HealthReporter::new();
+    let mut health = HealthReporter::new(outlier::transitions());
     loop {
         tokio::select! {
             message = inbound.message() => {
@@ -170,11 +170,14 @@ struct HealthReporter {
     next_return: Option<Instant>,
     /// An ejection happened since the last report.
     pending: bool,
+    /// Where ejections are told ([`outlier::transitions`]; another one in tests).
+    transitions: &'static Notify,
 }
 
 impl HealthReporter {
-    fn new() -> Self {
+    fn new(transitions: &'static Notify) -> Self {
         HealthReporter {
+            transitions,
             tick: tokio::time::interval(HEALTH_REPORT_INTERVAL),
             reported: Vec::new(),
             last_sent: Instant::now(),
@@ -197,7 +200,7 @@ impl HealthReporter {
             tokio::select! {
                 _ = self.tick.tick() => return,
                 () = returning => return,
-                () = outlier::transitions().notified() => self.pending = true,
+                () = self.transitions.notified() => self.pending = true,
             }
         }
         tokio::time::sleep_until(earliest).await;
@@ -279,5 +282,54 @@ mod tests {
         assert_eq!(backoff.next, BACKOFF_MAX);
         backoff.reset();
         assert!(backoff.delay() <= BACKOFF_MIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_is_reported_before_the_next_tick() {
+        static TRANSITIONS: Notify = Notify::const_new();
+        let mut reporter = HealthReporter::new(&TRANSITIONS);
+        // The first tick is at once.
+        tokio::time::timeout(Duration::from_millis(1), reporter.due())
+            .await
+            .unwrap();
+        reporter.last_sent = Instant::now();
+        TRANSITIONS.notify_one();
+        let started = Instant::now();
+        tokio::time::timeout(HEALTH_REPORT_INTERVAL / 2, reporter.due())
+            .await
+            .expect("reported before the tick");
+        assert!(started.elapsed() >= HEALTH_REPORT_GAP, "not before the gap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_an_ejection_is_reported_when_it_comes() {
+        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let member = |ejected, until: Duration| v1::MemberHealth {
+            ejected,
+            ejected_until_unix_ms: u64::try_from((now_unix + until).as_millis()).unwrap(),
+            ..Default::default()
+        };
+        let members = [
+            member(true, Duration::from_secs(30)),
+            member(true, Duration::from_millis(700)),
+            member(false, Duration::from_millis(100)),
+        ];
+        let at = next_return(&members).unwrap();
+        let left = at - Instant::now();
+        assert!(left > Duration::from_millis(600) && left < Duration::from_millis(800));
+        assert_eq!(next_return(&members[2..]), None, "none ejected");
+
+        static TRANSITIONS: Notify = Notify::const_new();
+        let mut reporter = HealthReporter::new(&TRANSITIONS);
+        tokio::time::timeout(Duration::from_millis(1), reporter.due())
+            .await
+            .unwrap();
+        reporter.next_return = Some(at);
+        let started = Instant::now();
+        reporter.due().await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(600)
+                && started.elapsed() < HEALTH_REPORT_INTERVAL
+        );
     }
 }
