@@ -11,7 +11,7 @@ use tracing::info;
 use crate::config::cache::CacheWriter;
 use crate::config::table::{self, Table};
 use crate::health::HealthChecks;
-use crate::upstream::{Registry, clock_ms};
+use crate::upstream::Registry;
 
 /// The replica's config state, shared by the config client, the proxy and the admin endpoint.
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl State {
                     member_id: member.id.clone(),
                     healthy: member.usable(),
                     detail: member.health_detail(),
-                    ejected: member.is_ejected_at(clock_ms()),
+                    ejected: member.is_ejected(),
                     ejected_until_unix_ms: ejections.until_unix_ms,
                     ejections: ejections.count,
                     ejection_reason: ejections.reason,

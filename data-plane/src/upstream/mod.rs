@@ -241,7 +241,27 @@ impl MemberShared {
 
     /// Usable now: healthy by the checks, not in its error window, not ejected.
     pub fn usable(&self) -> bool {
-        self.is_healthy() && !self.in_error() && !self.is_ejected_at(clock_ms())
+        self.is_healthy() && !self.in_error() && !self.is_ejected()
+    }
+
+    /// Whether outlier detection keeps the member out now. The clock is read
+    /// only while an ejection is on record; one that is over is cleared here.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if clock_ms() < until {
+            return true;
+        }
+        // Over: cleared, so later looks skip the clock, unless a newer ejection came in.
+        match self
+            .ejected_until_ms
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => false,
+            Err(newer) => newer != 0 && clock_ms() < newer,
+        }
     }
 
     /// Counts one more failure in a row; returns how many there are now.
@@ -307,7 +327,7 @@ impl MemberShared {
                 .and_then(|l| l.clone())
                 .unwrap_or_default();
             format!("failing health checks: {why}")
-        } else if self.is_ejected_at(clock_ms()) {
+        } else if self.is_ejected() {
             let ejections = self.ejections();
             format!(
                 "ejected (ejection {}) after {}",
