@@ -159,3 +159,63 @@ async fn ask(
         Err(format!("GET {path} answered {status}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchyard_shared::{Cluster, Config, Dur, Member, OutlierDetection, Snapshot};
+
+    use super::*;
+    use crate::config::table::compile;
+    use crate::health::outlier::{Outcome, observe};
+    use crate::upstream::Registry;
+
+    fn snapshot(version: u64, outlier: bool) -> Snapshot {
+        let mut cluster = Cluster::new("c");
+        cluster.members = vec![
+            Member::new("http://127.0.0.1:1"),
+            Member::new("http://127.0.0.1:2"),
+        ];
+        cluster.outlier_detection = outlier.then(|| OutlierDetection {
+            consecutive_failures: 1,
+            base_ejection: Dur(Duration::from_secs(600)),
+            max_ejection: Dur(Duration::from_secs(600)),
+            ..OutlierDetection::default()
+        });
+        let config = Config {
+            clusters: vec![cluster],
+            routes: vec![],
+        };
+        Snapshot::new(version, "s", config)
+    }
+
+    #[tokio::test]
+    async fn members_ejected_stay_out_across_a_swap_and_return_when_detection_is_off() {
+        let mut registry = Registry::default();
+        let mut checks = HealthChecks::default();
+        let (first, generation) = compile(&mut snapshot(1, true), &registry).unwrap();
+        registry.commit(generation);
+        checks.reconcile(&first);
+        let cluster = &first.clusters[0];
+        observe(
+            cluster,
+            &cluster.members[0],
+            Outcome::ConnectFailure("refused"),
+        );
+        assert!(!cluster.members[0].shared.usable());
+
+        let (second, generation) = compile(&mut snapshot(2, true), &registry).unwrap();
+        registry.commit(generation);
+        checks.reconcile(&second);
+        assert!(
+            !second.clusters[0].members[0].shared.usable(),
+            "the ejection outlives the swap"
+        );
+
+        let (third, generation) = compile(&mut snapshot(3, false), &registry).unwrap();
+        registry.commit(generation);
+        checks.reconcile(&third);
+        assert!(third.clusters[0].members[0].shared.usable());
+    }
+}
