@@ -1,7 +1,7 @@
 //! Passive health (Envoy's outlier detection): the proxy tells [`observe`]
 //! how each attempt on a member went; a member that fails
-//! `consecutive_failures` times in a row (connect failures, broken exchanges,
-//! 5xx answers) is ejected — left out of the balancer's active and standby
+//! `consecutive_failures` times in a row (connect failures, broken or
+//! timed-out exchanges, 5xx answers) is ejected — left out of the balancer's active and standby
 //! tiers — for `base_ejection × n` (n: its ejections so far, this one
 //! included), at most `max_ejection`. It returns by itself when the time is up.
 //! At most `max_ejected_percent` of a cluster's members (and at least one) are
@@ -34,8 +34,10 @@ pub enum Outcome<'a> {
     Status5xx(StatusCode),
     /// No connection could be had (nothing was sent); the text says why.
     ConnectFailure(&'a str),
-    /// The exchange broke or timed out after the request was sent; the text says why.
+    /// The exchange broke after the request was sent; the text says why.
     ExchangeFailure(&'a str),
+    /// The member did not answer within the response timeout.
+    Timeout,
 }
 
 impl Outcome<'_> {
@@ -52,6 +54,7 @@ impl Outcome<'_> {
         match self {
             Outcome::Success => "success".to_owned(),
             Outcome::Status5xx(status) => format!("answered {status}"),
+            Outcome::Timeout => "no answer in time".to_owned(),
             Outcome::ConnectFailure(why) | Outcome::ExchangeFailure(why) => {
                 // Errors may quote what a member sent; keep reports short.
                 let mut why = (*why).to_owned();

@@ -314,11 +314,7 @@ async fn forward<'t>(
             }
             Err(_) => {
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, "Member did not answer in time");
-                outlier::observe(
-                    cluster,
-                    member,
-                    Outcome::ExchangeFailure("no answer in time"),
-                );
+                outlier::observe(cluster, member, Outcome::Timeout);
                 return Err(ProxyError::Timeout(member.shared.id.clone()));
             }
         }

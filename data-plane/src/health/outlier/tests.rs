@@ -79,7 +79,7 @@ fn failures_in_a_row_eject_and_a_success_starts_the_count_again() {
 }
 
 #[test]
-fn a_4xx_is_a_success_and_every_5xx_a_failure() {
+fn a_4xx_is_a_success_and_every_5xx_broken_exchange_or_timeout_a_failure() {
     let cluster = cluster(2, 50);
     assert_eq!(Outcome::of_status(StatusCode::NOT_FOUND), Outcome::Success);
     assert_eq!(
@@ -94,6 +94,18 @@ fn a_4xx_is_a_success_and_every_5xx_a_failure() {
         || at(0),
     );
     assert!(ejected(&cluster, 1, at(0)));
+    let timeouts = self::cluster(2, 50);
+    for _ in 0..3 {
+        observe_at(&timeouts, &timeouts.members[0], Outcome::Timeout, || at(0));
+    }
+    assert!(ejected(&timeouts, 0, at(0)), "timeouts are failures");
+    assert!(
+        timeouts.members[0]
+            .shared
+            .ejections()
+            .reason
+            .contains("no answer in time")
+    );
 }
 
 #[test]
