@@ -76,8 +76,36 @@ pub enum ReplicaState {
 pub struct MemberHealthView {
     pub cluster: String,
     pub member_id: String,
+    /// Usable now: healthy by the active checks, not in its retry window, not ejected.
     pub healthy: bool,
     pub detail: String,
+    /// Ejected by outlier detection (passive health) until `ejected_until`.
+    pub ejected: bool,
+    /// When the current or last ejection ends (RFC 3339, UTC); `None` if never ejected.
+    pub ejected_until: Option<String>,
+    /// Ejections that count toward the length of the next one.
+    pub ejections: u32,
+    /// Why the member was last ejected.
+    pub ejection_reason: Option<String>,
+}
+
+impl From<&v1::MemberHealth> for MemberHealthView {
+    fn from(m: &v1::MemberHealth) -> Self {
+        let ejected_until = (m.ejected_until_unix_ms != 0).then(|| {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(m.ejected_until_unix_ms);
+            humantime::format_rfc3339_millis(at).to_string()
+        });
+        MemberHealthView {
+            cluster: m.cluster.clone(),
+            member_id: m.member_id.clone(),
+            healthy: m.healthy,
+            detail: m.detail.clone(),
+            ejected: m.ejected,
+            ejected_until,
+            ejections: m.ejections,
+            ejection_reason: (!m.ejection_reason.is_empty()).then(|| m.ejection_reason.clone()),
+        }
+    }
 }
 
 /// A replica as `GET /api/v1/dataplanes` shows it.
@@ -269,16 +297,7 @@ impl Registry {
     /// Records the member health the replica reports.
     pub fn health(&self, node_id: &str, connection: u64, report: &v1::HealthReport) {
         self.update(node_id, connection, |replica| {
-            replica.members = report
-                .members
-                .iter()
-                .map(|m| MemberHealthView {
-                    cluster: m.cluster.clone(),
-                    member_id: m.member_id.clone(),
-                    healthy: m.healthy,
-                    detail: m.detail.clone(),
-                })
-                .collect();
+            replica.members = report.members.iter().map(MemberHealthView::from).collect();
         });
     }
 

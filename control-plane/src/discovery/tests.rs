@@ -204,6 +204,7 @@ async fn replicas_get_snapshots_and_writes_wait_for_their_acks() {
             member_id: "127.0.0.1:8080".into(),
             healthy: false,
             detail: "connection refused".into(),
+            ..Default::default()
         }],
     }))
     .await;
@@ -211,6 +212,29 @@ async fn replicas_get_snapshots_and_writes_wait_for_their_acks() {
         .eventually(|r| r[0]["members"].as_array().is_some_and(|m| !m.is_empty()))
         .await;
     assert_eq!(replicas[0]["members"][0]["detail"], "connection refused");
+    assert_eq!(replicas[0]["members"][0]["ejected"], false);
+    assert_eq!(replicas[0]["members"][0]["ejected_until"], Value::Null);
+
+    dp.send(Kind::Health(v1::HealthReport {
+        members: vec![v1::MemberHealth {
+            cluster: "a".into(),
+            member_id: "127.0.0.1:8080".into(),
+            healthy: false,
+            detail: "ejected".into(),
+            ejected: true,
+            ejected_until_unix_ms: 1_700_000_000_123,
+            ejections: 2,
+            ejection_reason: "5 failures in a row".into(),
+        }],
+    }))
+    .await;
+    let replicas = cp
+        .eventually(|r| r[0]["members"][0]["ejected"] == true)
+        .await;
+    let member = &replicas[0]["members"][0];
+    assert_eq!(member["ejected_until"], "2023-11-14T22:13:20.123Z");
+    assert_eq!(member["ejections"], 2);
+    assert_eq!(member["ejection_reason"], "5 failures in a row");
 
     drop(dp);
     cp.eventually(|r| r[0]["state"] == "disconnected").await;

@@ -55,6 +55,7 @@ const CONNECT_REASONS: [&str; 5] = ["resolve", "refused", "timeout", "io", "tls"
 static THREADS: Mutex<Vec<Arc<ThreadStats>>> = Mutex::new(Vec::new());
 static APPLIED: AtomicU64 = AtomicU64::new(0);
 static REFUSED: AtomicU64 = AtomicU64::new(0);
+static EJECTIONS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static STATS: Arc<ThreadStats> = {
@@ -109,6 +110,11 @@ pub fn idle_timeout() {
 pub fn snapshot(applied: bool) {
     let counter = if applied { &APPLIED } else { &REFUSED };
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts a member ejected by outlier detection.
+pub fn ejection() {
+    EJECTIONS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The Prometheus text exposition of everything counted, and of `state`.
@@ -169,6 +175,7 @@ pub fn render(state: &State) -> String {
     let running = state.running();
     let members = state.member_health();
     let healthy = members.iter().filter(|m| m.healthy).count();
+    let ejected = members.iter().filter(|m| m.ejected).count();
     let gauges = [
         (
             "switchyard_config_version",
@@ -203,8 +210,20 @@ pub fn render(state: &State) -> String {
         (
             "switchyard_members_usable",
             "gauge",
-            "Members healthy and not in their retry window.",
+            "Members healthy, not in their retry window and not ejected.",
             healthy as u64,
+        ),
+        (
+            "switchyard_members_ejected",
+            "gauge",
+            "Members ejected by outlier detection now.",
+            ejected as u64,
+        ),
+        (
+            "switchyard_member_ejections_total",
+            "counter",
+            "Ejections of members by outlier detection.",
+            EJECTIONS.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, value) in gauges {

@@ -103,6 +103,9 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                         serde_json::json!({
                             "cluster": m.cluster, "member_id": m.member_id,
                             "healthy": m.healthy, "detail": m.detail,
+                            "ejected": m.ejected, "ejections": m.ejections,
+                            "ejected_until_unix_ms": m.ejected_until_unix_ms,
+                            "ejection_reason": m.ejection_reason,
                         })
                     })
                     .collect(),

@@ -11,12 +11,14 @@ use crate::config::table::ClusterEntry;
 /// Which members a pick may choose from, most preferred first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tier {
-    /// Active members that are healthy and not in their error window.
+    /// Active members that are healthy, not in their error window and not
+    /// ejected by outlier detection ([`crate::health::outlier`]).
     Active,
     /// Hot standbys, when no active member is usable.
     Standby,
     /// Every active or standby member, usable or not: better to try one that
-    /// may have recovered than to fail (Apache's `forcerecovery`, Envoy's panic mode).
+    /// may have recovered than to fail (Apache's `forcerecovery`, Envoy's panic
+    /// mode), when every member is ejected, unhealthy or in its error window.
     Panic,
 }
 

@@ -78,11 +78,18 @@ impl State {
         let mut members: Vec<_> = applying
             .registry
             .members()
-            .map(|(cluster, member)| v1::MemberHealth {
-                cluster: cluster.to_owned(),
-                member_id: member.id.clone(),
-                healthy: member.usable(),
-                detail: member.health_detail(),
+            .map(|(cluster, member)| {
+                let ejections = member.ejections();
+                v1::MemberHealth {
+                    cluster: cluster.to_owned(),
+                    member_id: member.id.clone(),
+                    healthy: member.usable(),
+                    detail: member.health_detail(),
+                    ejected: member.is_ejected(),
+                    ejected_until_unix_ms: ejections.until_unix_ms,
+                    ejections: ejections.count,
+                    ejection_reason: ejections.reason,
+                }
             })
             .collect();
         members.sort_by(|a, b| (&a.cluster, &a.member_id).cmp(&(&b.cluster, &b.member_id)));

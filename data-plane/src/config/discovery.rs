@@ -4,22 +4,26 @@
 //! place: capped, jittered exponential backoff across the control planes given.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_shared::Snapshot;
 use switchyard_shared::proto::v1::{self, config_discovery_client::ConfigDiscoveryClient};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::config::apply::State;
+use crate::health::outlier;
 
 /// Smallest and largest wait before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often member health is compared with what was last reported.
 const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+/// The least time between two reports: a burst of ejections is one report.
+const HEALTH_REPORT_GAP: Duration = Duration::from_millis(100);
 /// A stream that stayed open this long was a good one: the next reconnect
 /// starts from the smallest backoff, even if no message came on it (a replica
 /// that was already synced is sent nothing).
@@ -126,8 +130,7 @@ async fn session(
         .await?
         .into_inner();
     info!(control_plane = %endpoint, "Connected to the control plane");
-    let mut health_tick = tokio::time::interval(HEALTH_REPORT_INTERVAL);
-    let mut reported = Vec::new();
+    let mut health = HealthReporter::new(outlier::transitions());
     loop {
         tokio::select! {
             message = inbound.message() => {
@@ -146,15 +149,89 @@ async fn session(
                     send(&outbound, reply).await?;
                 }
             }
-            _ = health_tick.tick() => {
-                let members = state.member_health();
-                if members != reported {
-                    reported = members.clone();
-                    send(&outbound, v1::data_plane_message::Kind::Health(v1::HealthReport { members })).await?;
+            () = health.due() => {
+                if let Some(report) = health.report(state) {
+                    send(&outbound, v1::data_plane_message::Kind::Health(report)).await?;
                 }
             }
         }
     }
+}
+
+/// When member health is reported: every [`HEALTH_REPORT_INTERVAL`] if it
+/// changed, and soon after an ejection or when one ends, so the control plane
+/// sees each transition within moments.
+#[derive(Debug)]
+struct HealthReporter {
+    tick: tokio::time::Interval,
+    reported: Vec<v1::MemberHealth>,
+    last_sent: Instant,
+    /// When the earliest ejection among those last reported ends.
+    next_return: Option<Instant>,
+    /// An ejection happened since the last report.
+    pending: bool,
+    /// Where ejections are told ([`outlier::transitions`]; another one in tests).
+    transitions: &'static Notify,
+}
+
+impl HealthReporter {
+    fn new(transitions: &'static Notify) -> Self {
+        HealthReporter {
+            transitions,
+            tick: tokio::time::interval(HEALTH_REPORT_INTERVAL),
+            reported: Vec::new(),
+            last_sent: Instant::now(),
+            next_return: None,
+            pending: false,
+        }
+    }
+
+    /// Resolves when a report may be due. Cancel-safe: an ejection seen
+    /// before the future is dropped is remembered for the next call.
+    async fn due(&mut self) {
+        let earliest = self.last_sent + HEALTH_REPORT_GAP;
+        if !self.pending {
+            let returning = async {
+                match self.next_return {
+                    Some(at) => tokio::time::sleep_until(at.max(earliest)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.tick.tick() => return,
+                () = returning => return,
+                () = self.transitions.notified() => self.pending = true,
+            }
+        }
+        tokio::time::sleep_until(earliest).await;
+    }
+
+    /// The report to send, if health changed since the last one.
+    fn report(&mut self, state: &State) -> Option<v1::HealthReport> {
+        let members = state.member_health();
+        self.pending = false;
+        // Never sooner than the gap: a wall clock that jumped must not make this spin.
+        let soonest = Instant::now() + HEALTH_REPORT_GAP;
+        self.next_return = next_return(&members).map(|at| at.max(soonest));
+        if members == self.reported {
+            return None;
+        }
+        self.reported.clone_from(&members);
+        self.last_sent = Instant::now();
+        Some(v1::HealthReport { members })
+    }
+}
+
+/// When the earliest ejection in `members` ends (just after, so the member is back).
+fn next_return(members: &[v1::MemberHealth]) -> Option<Instant> {
+    let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    let until = members
+        .iter()
+        .filter(|m| m.ejected)
+        .map(|m| m.ejected_until_unix_ms)
+        .min()?;
+    let left = Duration::from_millis(until).saturating_sub(now_unix);
+    Some(Instant::now() + left + Duration::from_millis(5))
 }
 
 async fn send(
@@ -205,5 +282,54 @@ mod tests {
         assert_eq!(backoff.next, BACKOFF_MAX);
         backoff.reset();
         assert!(backoff.delay() <= BACKOFF_MIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_is_reported_before_the_next_tick() {
+        static TRANSITIONS: Notify = Notify::const_new();
+        let mut reporter = HealthReporter::new(&TRANSITIONS);
+        // The first tick is at once.
+        tokio::time::timeout(Duration::from_millis(1), reporter.due())
+            .await
+            .unwrap();
+        reporter.last_sent = Instant::now();
+        TRANSITIONS.notify_one();
+        let started = Instant::now();
+        tokio::time::timeout(HEALTH_REPORT_INTERVAL / 2, reporter.due())
+            .await
+            .expect("reported before the tick");
+        assert!(started.elapsed() >= HEALTH_REPORT_GAP, "not before the gap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_an_ejection_is_reported_when_it_comes() {
+        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let member = |ejected, until: Duration| v1::MemberHealth {
+            ejected,
+            ejected_until_unix_ms: u64::try_from((now_unix + until).as_millis()).unwrap(),
+            ..Default::default()
+        };
+        let members = [
+            member(true, Duration::from_secs(30)),
+            member(true, Duration::from_millis(700)),
+            member(false, Duration::from_millis(100)),
+        ];
+        let at = next_return(&members).unwrap();
+        let left = at - Instant::now();
+        assert!(left > Duration::from_millis(600) && left < Duration::from_millis(800));
+        assert_eq!(next_return(&members[2..]), None, "none ejected");
+
+        static TRANSITIONS: Notify = Notify::const_new();
+        let mut reporter = HealthReporter::new(&TRANSITIONS);
+        tokio::time::timeout(Duration::from_millis(1), reporter.due())
+            .await
+            .unwrap();
+        reporter.next_return = Some(at);
+        let started = Instant::now();
+        reporter.due().await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(600)
+                && started.elapsed() < HEALTH_REPORT_INTERVAL
+        );
     }
 }

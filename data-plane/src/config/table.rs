@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_shared::validate::{self, ConfigError};
-use switchyard_shared::{HealthCheck, MemberState, RetryPolicy, Snapshot};
+use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, RetryPolicy, Snapshot};
 
 use crate::config::routing::Router;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
@@ -44,6 +44,9 @@ pub struct ClusterEntry {
     pub idle_timeout: Duration,
     pub retry: RetryPolicy,
     pub health_check: Option<HealthCheck>,
+    /// Passive health: when failing members are ejected ([`crate::health::outlier`]);
+    /// `None`: only the retry window after a failed connect.
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 #[derive(Debug)]
@@ -110,6 +113,7 @@ pub fn compile(
             idle_timeout: cluster.idle_timeout.0,
             retry: cluster.retry.clone(),
             health_check: cluster.health_check.clone(),
+            outlier_detection: cluster.outlier_detection.clone(),
         });
     }
     let mut router = Router::default();

@@ -1,12 +1,17 @@
 //! Active health checks (mod_proxy_hcheck): one task per checked member that
 //! asks the member for the cluster's check path and flips the member's health
 //! after N agreeing answers. Tasks follow the table: a swap starts the checks of
-//! new members and stops those of members that are gone.
+//! new members and stops those of members that are gone. Passive health
+//! (ejection of members that keep failing requests) is in [`outlier`].
+
+pub mod outlier;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Request, header};
+use http_body_util::BodyExt as _;
 use switchyard_shared::HealthCheck;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -49,11 +54,15 @@ impl HealthChecks {
         }
         // Whatever is left in `running` is no longer wanted; dropping aborts it.
         self.running = wanted;
-        // Members that are no longer checked are healthy again.
-        for cluster in table.clusters.iter().filter(|c| c.health_check.is_none()) {
+        // Members that are no longer checked are healthy again, and those
+        // that outlier detection no longer watches are back.
+        for cluster in &table.clusters {
             for member in &cluster.members {
-                if !member.shared.is_healthy() {
+                if cluster.health_check.is_none() && !member.shared.is_healthy() {
                     member.shared.set_healthy(true, None);
+                }
+                if cluster.outlier_detection.is_none() {
+                    member.shared.clear_ejections();
                 }
             }
         }
@@ -91,7 +100,13 @@ fn spawn_check(cluster: String, member: &MemberEntry, check: HealthCheck) -> Joi
     })
 }
 
-/// One check: a GET of the check path that must answer 2xx or 3xx in time.
+/// How much of a check's response body is read; past it the connection is
+/// closed (never pooled) and the status alone decides.
+const BODY_LIMIT: usize = 4 * 1024;
+
+/// One check: a GET of the check path that must answer 2xx or 3xx, the whole
+/// exchange (head and body, at most [`BODY_LIMIT`] of it) within the check's
+/// timeout: a member that streams its answer without end fails the check.
 async fn probe(
     member: &MemberShared,
     host: &http::HeaderValue,
@@ -111,21 +126,103 @@ async fn probe(
         progress: None,
         fresh: false,
     };
-    let (head, exchange) = tokio::time::timeout(check.timeout.0, member.send(request, &limits))
+    tokio::time::timeout(check.timeout.0, ask(member, request, &limits, &check.path))
         .await
-        .map_err(|_| format!("no answer to GET {} within {}", check.path, check.timeout))?
-        .map_err(|e| match e {
-            SendError::Connect { error, .. } => format!("GET {}: {error}", check.path),
-            SendError::Exchange { error, .. } => format!("GET {}: {error}", check.path),
-        })?;
+        .map_err(|_| {
+            format!(
+                "no complete answer to GET {} within {}",
+                check.path, check.timeout
+            )
+        })?
+}
+
+/// Sends the check request and judges the answer; unbounded in time (the
+/// caller bounds it), bounded in bytes.
+async fn ask(
+    member: &MemberShared,
+    request: Request<UpstreamBody>,
+    limits: &Limits<'_>,
+    path: &str,
+) -> Result<(), String> {
+    let (head, mut exchange) = member.send(request, limits).await.map_err(|e| match e {
+        SendError::Connect { error, .. } => format!("GET {path}: {error}"),
+        SendError::Exchange { error, .. } => format!("GET {path}: {error}"),
+    })?;
     let status = head.status;
-    // Read the body so the connection can go back to the pool.
-    if http_body_util::BodyExt::collect(exchange).await.is_err() {
-        return Err(format!("GET {}: the body was cut off", check.path));
+    let mut read = 0usize;
+    // Read to the end, so a small answer's connection goes back to the pool;
+    // a longer one is dropped unfinished, which closes its connection.
+    while read <= BODY_LIMIT {
+        match exchange.frame().await {
+            None => break,
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(_)) => return Err(format!("GET {path}: the body was cut off")),
+        }
     }
+    drop(exchange);
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {
-        Err(format!("GET {} answered {status}", check.path))
+        Err(format!("GET {path} answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchyard_shared::{Cluster, Config, Dur, Member, OutlierDetection, Snapshot};
+
+    use super::*;
+    use crate::config::table::compile;
+    use crate::health::outlier::{Outcome, observe};
+    use crate::upstream::Registry;
+
+    fn snapshot(version: u64, outlier: bool) -> Snapshot {
+        let mut cluster = Cluster::new("c");
+        cluster.members = vec![
+            Member::new("http://127.0.0.1:1"),
+            Member::new("http://127.0.0.1:2"),
+        ];
+        cluster.outlier_detection = outlier.then(|| OutlierDetection {
+            consecutive_failures: 1,
+            base_ejection: Dur(Duration::from_secs(600)),
+            max_ejection: Dur(Duration::from_secs(600)),
+            ..OutlierDetection::default()
+        });
+        let config = Config {
+            clusters: vec![cluster],
+            routes: vec![],
+        };
+        Snapshot::new(version, "s", config)
+    }
+
+    #[tokio::test]
+    async fn members_ejected_stay_out_across_a_swap_and_return_when_detection_is_off() {
+        let mut registry = Registry::default();
+        let mut checks = HealthChecks::default();
+        let (first, generation) = compile(&mut snapshot(1, true), &registry).unwrap();
+        registry.commit(generation);
+        checks.reconcile(&first);
+        let cluster = &first.clusters[0];
+        observe(
+            cluster,
+            &cluster.members[0],
+            Outcome::ConnectFailure("refused"),
+        );
+        assert!(!cluster.members[0].shared.usable());
+
+        let (second, generation) = compile(&mut snapshot(2, true), &registry).unwrap();
+        registry.commit(generation);
+        checks.reconcile(&second);
+        assert!(
+            !second.clusters[0].members[0].shared.usable(),
+            "the ejection outlives the swap"
+        );
+
+        let (third, generation) = compile(&mut snapshot(3, false), &registry).unwrap();
+        registry.commit(generation);
+        checks.reconcile(&third);
+        assert!(third.clusters[0].members[0].shared.usable());
     }
 }

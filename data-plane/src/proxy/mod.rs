@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::admin::metrics;
 use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
+use crate::health::outlier::{self, Outcome};
 use crate::proxy::body::ProxyBody;
 use crate::upstream::body::{BodyProgress, UpstreamBody};
 use crate::upstream::exchange::{Exchange, ExchangeError};
@@ -317,7 +318,7 @@ async fn forward<'t>(
         request.headers_mut().insert(header::HOST, host_header);
         let failure = match member.shared.send(request, &limits).await {
             Ok((head, exchange)) => {
-                member.shared.mark_ok();
+                outlier::observe(cluster, member, Outcome::of_status(head.status));
                 let again = match &spare {
                     Some(parts)
                         if head.status.is_server_error()
@@ -357,7 +358,7 @@ async fn forward<'t>(
                 let why = error.to_string();
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member could not be reached");
                 metrics::connect_failure(&error);
-                member.shared.mark_failed(cluster.retry_window, why.clone());
+                outlier::observe(cluster, member, Outcome::ConnectFailure(&why));
                 last_error = Some(ProxyError::AllUnreachable {
                     cluster: cluster.name.clone(),
                     last: format!("{}: {why}", member.shared.id),
@@ -383,8 +384,22 @@ async fn forward<'t>(
             {
                 retry::Failure::Broken
             }
-            _ => return Err(upstream_error(cluster, member, &error)),
+            _ => {
+                let why = error_chain(&error);
+                outlier::observe(cluster, member, Outcome::ExchangeFailure(&why));
+                return Err(upstream_error(cluster, member, &error));
+            }
         };
+        match failure {
+            retry::Failure::Timeout => outlier::observe(cluster, member, Outcome::Timeout),
+            // A pooled connection the member had closed says nothing of the member.
+            _ if reused => {}
+            _ => outlier::observe(
+                cluster,
+                member,
+                Outcome::ExchangeFailure(&error.to_string()),
+            ),
+        }
         let sent = retry::Sent {
             written,
             replayable: idempotent && replay.is_some(),

@@ -13,7 +13,7 @@ pub mod tls;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,12 @@ pub struct MemberShared {
     pools: Box<[OnceLock<Arc<Pool>>]>,
     /// Until when (ms on [`clock`]) the member is left out after a failed connect; 0 = not.
     error_until_ms: AtomicU64,
+    /// Outlier detection: failures in a row since the last success.
+    failures: AtomicU32,
+    /// Until when (ms on [`clock_ms`]) outlier detection keeps the member out; 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+    /// The member's ejections (read and written by [`crate::health::outlier`] only).
+    ejections: Mutex<Ejections>,
     /// What active health checks say (true until they say otherwise).
     healthy: AtomicBool,
     /// Smooth weighted round robin's current weight, updated under the cluster's pick lock.
@@ -99,6 +105,9 @@ impl MemberShared {
                 .map(|_| OnceLock::new())
                 .collect(),
             error_until_ms: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: Mutex::new(Ejections::default()),
             healthy: AtomicBool::new(true),
             score: AtomicI64::new(0),
             last_failure: Mutex::new(None),
@@ -252,9 +261,82 @@ impl MemberShared {
         }
     }
 
-    /// Usable now: healthy by the checks and not in its error window.
+    /// Usable now: healthy by the checks, not in its error window, not ejected.
     pub fn usable(&self) -> bool {
-        self.is_healthy() && !self.in_error()
+        self.is_healthy() && !self.in_error() && !self.is_ejected()
+    }
+
+    /// Whether outlier detection keeps the member out now. The clock is read
+    /// only while an ejection is on record; one that is over is cleared here.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if clock_ms() < until {
+            return true;
+        }
+        // Over: cleared, so later looks skip the clock, unless a newer ejection came in.
+        match self
+            .ejected_until_ms
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => false,
+            Err(newer) => newer != 0 && clock_ms() < newer,
+        }
+    }
+
+    /// Counts one more failure in a row; returns how many there are now.
+    pub fn count_failure(&self) -> u32 {
+        self.failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+    }
+
+    /// A success ends the run of failures (written only when there was one,
+    /// so the request path does not dirty the cache line on every answer).
+    pub fn count_success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether outlier detection keeps the member out at `now` (ms on [`clock_ms`]).
+    pub fn is_ejected_at(&self, now: u64) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now < until
+    }
+
+    /// The member's ejection record.
+    pub fn ejections(&self) -> Ejections {
+        self.ejections
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Ejects the member as `record` says (until `record.until_ms`); the run
+    /// of failures starts again from zero for when it returns.
+    pub fn eject(&self, record: Ejections) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.ejected_until_ms
+            .store(record.until_ms.max(1), Ordering::Relaxed);
+        match self.ejections.lock() {
+            Ok(mut ejections) => *ejections = record,
+            Err(poisoned) => *poisoned.into_inner() = record,
+        }
+    }
+
+    /// Forgets failures and ejections (outlier detection was turned off).
+    pub fn clear_ejections(&self) {
+        self.count_success();
+        if self.ejected_until_ms.load(Ordering::Relaxed) != 0 {
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+            match self.ejections.lock() {
+                Ok(mut ejections) => *ejections = Ejections::default(),
+                Err(poisoned) => *poisoned.into_inner() = Ejections::default(),
+            }
+        }
     }
 
     /// A short description of the member's health, for reports.
@@ -267,6 +349,12 @@ impl MemberShared {
                 .and_then(|l| l.clone())
                 .unwrap_or_default();
             format!("failing health checks: {why}")
+        } else if self.is_ejected() {
+            let ejections = self.ejections();
+            format!(
+                "ejected (ejection {}) after {}",
+                ejections.count, ejections.reason
+            )
         } else if self.in_error() {
             let why = self
                 .last_failure
@@ -279,6 +367,19 @@ impl MemberShared {
             "ok".to_owned()
         }
     }
+}
+
+/// A member's ejections by outlier detection ([`crate::health::outlier`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ejections {
+    /// Ejections that count toward the next one's length.
+    pub count: u32,
+    /// When (ms on [`clock_ms`]) the last ejection ends or ended; 0 = never ejected.
+    pub until_ms: u64,
+    /// The same instant in ms since the Unix epoch, for reports.
+    pub until_unix_ms: u64,
+    /// Why the member was last ejected.
+    pub reason: String,
 }
 
 /// Why a connection to a member could not be had; nothing was sent.
@@ -395,6 +496,8 @@ pub struct ClusterShared {
     pub(crate) pick_lock: Mutex<()>,
     /// How many retries the cluster may still make.
     pub retry_budget: RetryBudget,
+    /// Serializes ejections, so two at once cannot both pass the share cap.
+    pub(crate) ejection_lock: Mutex<()>,
 }
 
 /// Hands out the shared state of clusters and members by name, so that a new
