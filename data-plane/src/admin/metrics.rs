@@ -18,6 +18,18 @@ struct ThreadStats {
     responses: [AtomicU64; 5],
     /// Requests the proxy answered itself, by [`ProxyError`] kind (see [`ERROR_KINDS`]).
     errors: [AtomicU64; 6],
+    /// Tunnels opened and closed (the difference is how many are open).
+    tunnels_opened: AtomicU64,
+    tunnels_closed: AtomicU64,
+    /// Bytes carried by tunnels: client to member, member to client.
+    tunnel_bytes: [AtomicU64; 2],
+}
+
+/// Which way a tunnel carried bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToMember = 0,
+    ToClient = 1,
 }
 
 const ERROR_KINDS: [&str; 6] = [
@@ -62,6 +74,25 @@ pub fn error(error: &ProxyError) {
     STATS.with(|stats| stats.errors[kind].fetch_add(1, Ordering::Relaxed));
 }
 
+/// Counts a tunnel opened (`true`) or closed.
+pub fn tunnel(opened: bool) {
+    STATS.with(|stats| {
+        let counter = if opened {
+            &stats.tunnels_opened
+        } else {
+            &stats.tunnels_closed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// Counts bytes a tunnel carried one way.
+pub fn tunnel_bytes(direction: Direction, n: usize) {
+    STATS.with(|stats| {
+        stats.tunnel_bytes[direction as usize].fetch_add(n as u64, Ordering::Relaxed)
+    });
+}
+
 /// Counts a snapshot applied (`true`) or refused.
 pub fn snapshot(applied: bool) {
     let counter = if applied { &APPLIED } else { &REFUSED };
@@ -72,8 +103,14 @@ pub fn snapshot(applied: bool) {
 pub fn render(state: &State) -> String {
     let mut responses = [0u64; 5];
     let mut errors = [0u64; 6];
+    let (mut opened, mut closed, mut bytes) = (0u64, 0u64, [0u64; 2]);
     if let Ok(threads) = THREADS.lock() {
         for stats in threads.iter() {
+            opened += stats.tunnels_opened.load(Ordering::Relaxed);
+            closed += stats.tunnels_closed.load(Ordering::Relaxed);
+            for (sum, counter) in bytes.iter_mut().zip(&stats.tunnel_bytes) {
+                *sum += counter.load(Ordering::Relaxed);
+            }
             for (sum, counter) in responses.iter_mut().zip(&stats.responses) {
                 *sum += counter.load(Ordering::Relaxed);
             }
@@ -98,6 +135,13 @@ pub fn render(state: &State) -> String {
     for (kind, count) in ERROR_KINDS.iter().zip(errors) {
         out.push_str(&format!(
             "switchyard_proxy_errors_total{{reason=\"{kind}\"}} {count}\n"
+        ));
+    }
+    out.push_str("# HELP switchyard_tunnel_bytes_total Bytes carried by tunnels (Upgrade, WebSocket), by direction.\n");
+    out.push_str("# TYPE switchyard_tunnel_bytes_total counter\n");
+    for (direction, count) in ["to_member", "to_client"].iter().zip(bytes) {
+        out.push_str(&format!(
+            "switchyard_tunnel_bytes_total{{direction=\"{direction}\"}} {count}\n"
         ));
     }
     let running = state.running();
@@ -127,6 +171,18 @@ pub fn render(state: &State) -> String {
             "counter",
             "Snapshots refused (NACKed).",
             REFUSED.load(Ordering::Relaxed),
+        ),
+        (
+            "switchyard_tunnels_open",
+            "gauge",
+            "Tunnels (Upgrade, WebSocket) open now.",
+            opened.saturating_sub(closed),
+        ),
+        (
+            "switchyard_tunnels_total",
+            "counter",
+            "Tunnels opened.",
+            opened,
         ),
         (
             "switchyard_members",

@@ -40,6 +40,8 @@ pub struct ClusterEntry {
     pub shared: Arc<ClusterShared>,
     pub response_timeout: Duration,
     pub retry_window: Duration,
+    /// No byte either way for this long: a tunnel is closed.
+    pub idle_timeout: Duration,
     pub health_check: Option<HealthCheck>,
 }
 
@@ -104,6 +106,7 @@ pub fn compile(
             members,
             response_timeout: cluster.response_timeout.0,
             retry_window: cluster.retry_window.0,
+            idle_timeout: cluster.idle_timeout.0,
             health_check: cluster.health_check.clone(),
         });
     }

@@ -122,3 +122,76 @@ fn errors_map_to_statuses() {
         StatusCode::GATEWAY_TIMEOUT
     );
 }
+
+fn request_parts(version: Version, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut request = Request::builder().version(version).uri("/ws");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(()).unwrap().into_parts().0
+}
+
+#[test]
+fn an_upgrade_is_asked_with_both_upgrade_and_connection_upgrade_on_http_1_1() {
+    let asked = Upgrade::asked(&request_parts(
+        Version::HTTP_11,
+        &[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(asked.protocol, "websocket");
+    assert!(!asked.extended_connect);
+    for (version, headers) in [
+        (Version::HTTP_11, &[("upgrade", "websocket")][..]),
+        (Version::HTTP_11, &[("connection", "upgrade")][..]),
+        (
+            Version::HTTP_10,
+            &[("connection", "upgrade"), ("upgrade", "websocket")][..],
+        ),
+    ] {
+        assert!(Upgrade::asked(&request_parts(version, headers)).is_none());
+    }
+}
+
+#[test]
+fn an_upgrade_survives_the_hop_by_hop_removal_and_nothing_else_does() {
+    let mut parts = request_parts(
+        Version::HTTP_11,
+        &[
+            ("connection", "upgrade, x-secret"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+        ],
+    );
+    let asked = Upgrade::asked(&parts).unwrap();
+    remove_hop_by_hop(&mut parts.headers);
+    asked.ask_member(&mut parts);
+    assert_eq!(parts.headers[header::UPGRADE], "websocket");
+    assert_eq!(parts.headers[header::CONNECTION], "upgrade");
+    assert!(!parts.headers.contains_key("x-secret"));
+}
+
+#[test]
+fn an_extended_connect_becomes_a_get_with_a_websocket_key() {
+    let mut parts = request_parts(Version::HTTP_2, &[("sec-websocket-version", "13")]);
+    parts.method = Method::CONNECT;
+    parts
+        .extensions
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let asked = Upgrade::asked(&parts).unwrap();
+    assert!(asked.extended_connect);
+    asked.ask_member(&mut parts);
+    assert_eq!(parts.method, Method::GET);
+    let key = parts.headers[&SEC_WEBSOCKET_KEY].to_str().unwrap();
+    assert_eq!(key.len(), 24, "{key}");
+    assert!(key.ends_with("=="), "{key}");
+    assert!(
+        key[..22]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'),
+        "{key}"
+    );
+    assert_ne!(websocket_key(), websocket_key());
+}
