@@ -574,3 +574,56 @@ async fn at_shutdown_a_tunnel_gets_the_grace_period_then_is_closed() {
     })
     .await;
 }
+
+/// A keep-alive member on a bare socket: it answers every request head with
+/// `200 ok` on the same connection, and counts the connections it accepted.
+async fn spawn_keep_alive_member() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("test I/O");
+    let addr = listener.local_addr().expect("test I/O");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn a_connection_that_carried_an_upgrade_request_is_never_reused() {
+    let (addr, connections) = spawn_keep_alive_member().await;
+    let fleet = Fleet::serving_with(
+        "upgrade-no-reuse",
+        &cluster(&[format!("http://{addr}")], None),
+        |o| o.env("SWITCHYARD_WORKERS", "1"),
+    )
+    .await;
+    let dp = &fleet.replicas[0];
+    let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
+    for headers in [&upgrade[..], &[], &[]] {
+        let response = dp.get_with("/", headers).await;
+        assert_eq!(
+            (response.status, response.body.as_str()),
+            (StatusCode::OK, "ok")
+        );
+    }
+    // The declined upgrade's connection is dropped; the next two share one.
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
