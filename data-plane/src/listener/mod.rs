@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -63,61 +64,21 @@ pub async fn serve(
             () = crate::stopped(&mut stop) => break,
         };
         // TCP_NODELAY is inherited from the listener (see `bind_workers`).
-        let client = Arc::new((
-            proxy.clone(),
-            ClientInfo {
+        let client = Arc::new(Client {
+            proxy: proxy.clone(),
+            info: ClientInfo {
                 ip: HeaderValue::try_from(peer.ip().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             },
-            tunnels.clone(),
+            tunnels: tunnels.clone(),
+        });
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            client,
+            builders.clone(),
+            shutdown.clone(),
         ));
-        let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            let client = client.clone();
-            async move {
-                let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
-                let mut response = client.0.handle(request, &client.1).await;
-                if let (Some(slot), Some(on_upgrade)) =
-                    (response.extensions_mut().remove::<TunnelSlot>(), on_upgrade)
-                    && let Some(member) = slot.take()
-                {
-                    client.2.open(on_upgrade, member);
-                }
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let builders = builders.clone();
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let (protocol, io) =
-                match tokio::time::timeout(HEADER_READ_TIMEOUT, sniff(stream)).await {
-                    Ok(Ok(Some(sniffed))) => sniffed,
-                    Ok(Ok(None)) => return,
-                    Ok(Err(error)) => {
-                        debug!(client.addr = %peer, %error, "Reading the first bytes failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(client.addr = %peer, "Client sent nothing in time");
-                        return;
-                    }
-                };
-            let io = TokioIo::new(io);
-            let served = match protocol {
-                Protocol::Http1 => {
-                    let conn = builders.http1.serve_connection(io, service).with_upgrades();
-                    tokio::pin!(conn);
-                    until_shutdown(conn, shutdown, |conn| conn.graceful_shutdown()).await
-                }
-                Protocol::Http2 => {
-                    let conn = builders.http2.serve_connection(io, service);
-                    tokio::pin!(conn);
-                    until_shutdown(conn, shutdown, |conn| conn.graceful_shutdown()).await
-                }
-            };
-            if let Err(error) = served {
-                debug!(client.addr = %peer, %error, "Connection ended with an error");
-            }
-        });
     }
     drop(listener);
     info!("Draining connections");
@@ -137,6 +98,70 @@ pub async fn serve(
     tunnels.close.cancel();
     // Each tunnel ends at its next poll; the connections end with the runtime.
     drop(tokio::time::timeout(Duration::from_secs(1), tunnels.tracker.wait()).await);
+}
+
+/// What the requests of one client connection share.
+struct Client {
+    proxy: Arc<Proxy>,
+    info: ClientInfo,
+    tunnels: Tunnels,
+}
+
+/// One client connection: told HTTP/1.1 from h2c, then served until it ends
+/// (or is upgraded) or shutdown asks it to end.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    client: Arc<Client>,
+    builders: Arc<Builders>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (protocol, io) = match tokio::time::timeout(HEADER_READ_TIMEOUT, sniff(stream)).await {
+        Ok(Ok(Some(sniffed))) => sniffed,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            debug!(client.addr = %peer, %error, "Reading the first bytes failed");
+            return;
+        }
+        Err(_) => {
+            debug!(client.addr = %peer, "Client sent nothing in time");
+            return;
+        }
+    };
+    let service = service_fn(move |request| handle(client.clone(), request));
+    let io = TokioIo::new(io);
+    let served = match protocol {
+        Protocol::Http1 => {
+            let conn = builders.http1.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            until_shutdown(conn, shutdown, |conn| conn.graceful_shutdown()).await
+        }
+        Protocol::Http2 => {
+            let conn = builders.http2.serve_connection(io, service);
+            tokio::pin!(conn);
+            until_shutdown(conn, shutdown, |conn| conn.graceful_shutdown()).await
+        }
+    };
+    if let Err(error) = served {
+        debug!(client.addr = %peer, %error, "Connection ended with an error");
+    }
+}
+
+/// Serves one request; a member that switched protocols gets a tunnel to
+/// the client's connection once hyper has upgraded it.
+async fn handle(
+    client: Arc<Client>,
+    mut request: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<crate::proxy::body::ProxyBody>, Infallible> {
+    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    let mut response = client.proxy.handle(request, &client.info).await;
+    if let (Some(slot), Some(on_upgrade)) =
+        (response.extensions_mut().remove::<TunnelSlot>(), on_upgrade)
+        && let Some(member) = slot.take()
+    {
+        client.tunnels.open(on_upgrade, member);
+    }
+    Ok(response)
 }
 
 /// Drives a client connection; once `shutdown` turns true, asks it to end
