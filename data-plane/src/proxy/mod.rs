@@ -3,13 +3,14 @@
 
 pub mod body;
 pub mod tunnel;
+mod upgrade;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
@@ -17,7 +18,7 @@ use crate::admin::metrics;
 use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::tunnel::TunnelSlot;
+use crate::proxy::upgrade::{Upgrade, switch};
 use crate::upstream::SendError;
 use crate::upstream::body::{BodyProgress, UpstreamBody};
 use crate::upstream::exchange::Exchange;
@@ -30,8 +31,6 @@ static X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-ser
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static URI_HEADER: HeaderName = HeaderName::from_static("uri");
-static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
-static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
 
 /// The proxy: the current table and what every request needs besides it.
 #[derive(Debug)]
@@ -154,139 +153,6 @@ impl Proxy {
             _ => Ok(respond(head, exchange, route, member, host.as_ref())),
         }
     }
-}
-
-/// A request to switch protocols: HTTP/1.1 `Upgrade` with `Connection:
-/// upgrade`, or an h2 extended CONNECT (RFC 8441), which the member gets as
-/// the HTTP/1.1 upgrade it stands for.
-#[derive(Debug)]
-struct Upgrade {
-    /// What `Upgrade` says (`websocket`, ...), or the `:protocol` of an extended CONNECT.
-    protocol: HeaderValue,
-    extended_connect: bool,
-}
-
-impl Upgrade {
-    /// What the client asked to upgrade to, if it did (read before the
-    /// hop-by-hop headers go).
-    fn asked(parts: &http::request::Parts) -> Option<Upgrade> {
-        if parts.method == Method::CONNECT {
-            let protocol = parts.extensions.get::<hyper::ext::Protocol>()?;
-            return Some(Upgrade {
-                protocol: HeaderValue::from_str(protocol.as_str()).ok()?,
-                extended_connect: true,
-            });
-        }
-        if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
-            return None;
-        }
-        let mut values = parts.headers.get_all(header::UPGRADE).iter();
-        let first = values.next()?;
-        let protocol = match values.next() {
-            None => first.clone(),
-            Some(_) => {
-                let joined: Vec<&[u8]> = parts
-                    .headers
-                    .get_all(header::UPGRADE)
-                    .iter()
-                    .map(HeaderValue::as_bytes)
-                    .collect();
-                HeaderValue::from_bytes(&joined.join(&b", "[..])).ok()?
-            }
-        };
-        Some(Upgrade {
-            protocol,
-            extended_connect: false,
-        })
-    }
-
-    /// Asks the member to upgrade (after [`remove_hop_by_hop`]); an extended
-    /// CONNECT becomes the `GET` it stands for, with the `Sec-WebSocket-Key`
-    /// that RFC 8441 leaves out.
-    fn ask_member(&self, parts: &mut http::request::Parts) {
-        parts.headers.insert(header::UPGRADE, self.protocol.clone());
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if self.extended_connect {
-            parts.method = Method::GET;
-            if self.protocol.as_bytes().eq_ignore_ascii_case(b"websocket")
-                && !parts.headers.contains_key(&SEC_WEBSOCKET_KEY)
-            {
-                parts
-                    .headers
-                    .insert(SEC_WEBSOCKET_KEY.clone(), websocket_key());
-            }
-        }
-    }
-}
-
-/// Whether `Connection` names `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// A random `Sec-WebSocket-Key`: 16 bytes in base64 (RFC 6455, 4.1).
-fn websocket_key() -> HeaderValue {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = fastrand::u128(..).to_be_bytes();
-    let mut key = Vec::with_capacity(24);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            key.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
-        }
-    }
-    key.extend_from_slice(b"==");
-    HeaderValue::from_bytes(&key)
-        .unwrap_or_else(|_| HeaderValue::from_static("c3dpdGNoeWFyZC1rZXkxMg=="))
-}
-
-/// The member switched protocols: the client gets the member's 101 (or, on
-/// an extended CONNECT, the 200 that stands for it), and the listener the
-/// member's connection to tunnel once the client's is upgraded too.
-fn switch(
-    head: ResponseHead,
-    exchange: Exchange,
-    upgrade: &Upgrade,
-    cluster: &ClusterEntry,
-    member: &MemberEntry,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let switched = exchange
-        .into_switched()
-        .map_err(|error| ProxyError::Upstream {
-            member: member.shared.id.clone(),
-            error: error.to_string(),
-        })?;
-    let mut headers = head.headers;
-    let protocol = headers.get(header::UPGRADE).cloned();
-    remove_hop_by_hop(&mut headers);
-    let mut response = Response::new(ProxyBody::Local(None));
-    if upgrade.extended_connect {
-        headers.remove(&SEC_WEBSOCKET_ACCEPT);
-        headers.remove(header::CONTENT_LENGTH);
-    } else {
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(
-            header::UPGRADE,
-            protocol.unwrap_or_else(|| upgrade.protocol.clone()),
-        );
-    }
-    *response.headers_mut() = headers;
-    response.extensions_mut().insert(TunnelSlot::new(
-        switched,
-        cluster.idle_timeout,
-        member.shared.id.clone(),
-    ));
-    Ok(response)
 }
 
 /// The host the client asked for: the `Host` header, or the URI's authority (HTTP/2).
