@@ -200,13 +200,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
 /// A connection whose first bytes were already read (by an HTTP parser):
 /// they are read again first. Writes, flushes and shutdowns go to the
 /// connection as they are.
-pub struct Prefixed<T> {
+struct Prefixed<T> {
     prefix: Bytes,
     io: T,
 }
 
 impl<T> Prefixed<T> {
-    pub fn new(io: T, prefix: Bytes) -> Self {
+    fn new(io: T, prefix: Bytes) -> Self {
         Prefixed { prefix, io }
     }
 }
