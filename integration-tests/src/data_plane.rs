@@ -127,6 +127,16 @@ impl DataPlane {
         self.client.get_with(&self.url(path), headers).await
     }
 
+    /// SIGTERM: the replica stops accepting and drains for its grace period.
+    pub fn terminate(&mut self) -> bool {
+        self.process.terminate()
+    }
+
+    /// Whether its process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         self.process.kill9();

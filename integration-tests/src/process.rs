@@ -233,6 +233,21 @@ impl ChildProcess {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop) to the child we started, by its pid;
+    /// `false` if it is not running or the signal could not be sent.
+    pub fn terminate(&mut self) -> bool {
+        let Some(child) = self.child.as_ref() else {
+            return false;
+        };
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        self.log
+            .push(format!("[harness] {} sent SIGTERM", self.name));
+        sent
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.is_some() && self.exit_status().is_none()
     }

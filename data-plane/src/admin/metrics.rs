@@ -25,6 +25,18 @@ struct ThreadStats {
     connect_failures: [AtomicU64; 5],
     /// Member bodies cut by the idle clock.
     idle_timeouts: AtomicU64,
+    /// Tunnels opened and closed (the difference is how many are open).
+    tunnels_opened: AtomicU64,
+    tunnels_closed: AtomicU64,
+    /// Bytes carried by tunnels: client to member, member to client.
+    tunnel_bytes: [AtomicU64; 2],
+}
+
+/// Which way a tunnel carried bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToMember = 0,
+    ToClient = 1,
 }
 
 const ERROR_KINDS: [&str; 7] = [
@@ -106,6 +118,25 @@ pub fn idle_timeout() {
     STATS.with(|stats| stats.idle_timeouts.fetch_add(1, Ordering::Relaxed));
 }
 
+/// Counts a tunnel opened (`true`) or closed.
+pub fn tunnel(opened: bool) {
+    STATS.with(|stats| {
+        let counter = if opened {
+            &stats.tunnels_opened
+        } else {
+            &stats.tunnels_closed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// Counts bytes a tunnel carried one way.
+pub fn tunnel_bytes(direction: Direction, n: usize) {
+    STATS.with(|stats| {
+        stats.tunnel_bytes[direction as usize].fetch_add(n as u64, Ordering::Relaxed)
+    });
+}
+
 /// Counts a snapshot applied (`true`) or refused.
 pub fn snapshot(applied: bool) {
     let counter = if applied { &APPLIED } else { &REFUSED };
@@ -124,6 +155,7 @@ pub fn render(state: &State) -> String {
     let mut retries = [0u64; 4];
     let mut connect_failures = [0u64; 5];
     let mut idle_timeouts = 0;
+    let (mut opened, mut closed, mut bytes) = (0u64, 0u64, [0u64; 2]);
     if let Ok(threads) = THREADS.lock() {
         for stats in threads.iter() {
             add(&mut responses, &stats.responses);
@@ -131,6 +163,9 @@ pub fn render(state: &State) -> String {
             add(&mut retries, &stats.retries);
             add(&mut connect_failures, &stats.connect_failures);
             idle_timeouts += stats.idle_timeouts.load(Ordering::Relaxed);
+            opened += stats.tunnels_opened.load(Ordering::Relaxed);
+            closed += stats.tunnels_closed.load(Ordering::Relaxed);
+            add(&mut bytes, &stats.tunnel_bytes);
         }
     }
     let mut out = String::with_capacity(2048);
@@ -172,6 +207,13 @@ pub fn render(state: &State) -> String {
          # TYPE switchyard_upstream_idle_timeouts_total counter\n\
          switchyard_upstream_idle_timeouts_total {idle_timeouts}\n"
     ));
+    out.push_str("# HELP switchyard_tunnel_bytes_total Bytes carried by tunnels (Upgrade, WebSocket), by direction.\n");
+    out.push_str("# TYPE switchyard_tunnel_bytes_total counter\n");
+    for (direction, count) in ["to_member", "to_client"].iter().zip(bytes) {
+        out.push_str(&format!(
+            "switchyard_tunnel_bytes_total{{direction=\"{direction}\"}} {count}\n"
+        ));
+    }
     let running = state.running();
     let members = state.member_health();
     let healthy = members.iter().filter(|m| m.healthy).count();
@@ -200,6 +242,18 @@ pub fn render(state: &State) -> String {
             "counter",
             "Snapshots refused (NACKed).",
             REFUSED.load(Ordering::Relaxed),
+        ),
+        (
+            "switchyard_tunnels_open",
+            "gauge",
+            "Tunnels (Upgrade, WebSocket) open now.",
+            opened.saturating_sub(closed),
+        ),
+        (
+            "switchyard_tunnels_total",
+            "counter",
+            "Tunnels opened.",
+            opened,
         ),
         (
             "switchyard_members",

@@ -2,6 +2,8 @@
 //! respond (or on-error). See DESIGN.md, "The data plane's request path".
 
 pub mod body;
+pub mod tunnel;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::health::outlier::{self, Outcome};
 use crate::proxy::body::ProxyBody;
+use crate::proxy::upgrade::{Upgrade, switch};
 use crate::upstream::body::{BodyProgress, UpstreamBody};
 use crate::upstream::exchange::{Exchange, ExchangeError};
 use crate::upstream::h1::ResponseHead;
@@ -136,9 +139,13 @@ impl Proxy {
         let host = client_host(&parts);
         let route = route(&table, host.as_ref(), parts.uri.path())?;
         let cluster = &table.clusters[route.cluster];
+        let upgrade = Upgrade::asked(&parts);
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
         remove_hop_by_hop(&mut parts.headers);
+        if let Some(upgrade) = &upgrade {
+            upgrade.ask_member(&mut parts);
+        }
         parts.uri = Uri::from(rewrite_path(route, &parts.uri));
         add_forwarded(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
@@ -155,7 +162,13 @@ impl Proxy {
             idempotent,
         )
         .await?;
-        Ok(respond(head, exchange, route, member, host.as_ref()))
+        match upgrade {
+            // The exchange lets a 101 through only to a request that asked to upgrade.
+            Some(upgrade) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                switch(head, exchange, &upgrade, cluster, member)
+            }
+            _ => Ok(respond(head, exchange, route, member, host.as_ref())),
+        }
     }
 }
 

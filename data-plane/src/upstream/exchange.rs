@@ -99,6 +99,9 @@ enum Reading {
     /// The body broke (see [`Exchange::failure`]): an error, once what was
     /// read before it has gone out.
     Failed,
+    /// The member answered 101 to an upgrade: the connection is no longer
+    /// HTTP's (see [`Exchange::into_switched`]).
+    Switched,
     Done,
 }
 
@@ -119,6 +122,19 @@ pub struct Exchange {
     answered: bool,
     /// The idle clock of the body: no byte either way for this long ends it.
     idle: IdleClock,
+    /// Whether the request asked to upgrade (`Upgrade`): only then is a 101
+    /// valid, and the connection is never pooled afterwards.
+    upgrade: bool,
+}
+
+/// A member connection that switched protocols, out of its exchange: the
+/// bytes read past the 101 head come first, then the connection's; the
+/// request bytes not yet written go before anything else is.
+#[derive(Debug)]
+pub struct Switched {
+    pub io: MemberStream,
+    pub read_first: Bytes,
+    pub write_first: Bytes,
 }
 
 /// The cluster's idle timeout, as a timer armed only when the body waits on
@@ -200,7 +216,22 @@ impl Exchange {
                 timer: None,
                 moved: false,
             },
+            upgrade: parts.headers.contains_key(http::header::UPGRADE),
         }
+    }
+
+    /// The connection, once the member switched protocols (101) on an
+    /// upgrade request whose body, if it had one, was sent whole.
+    pub fn into_switched(mut self) -> Result<Switched, ExchangeError> {
+        if self.reading != Reading::Switched || self.upload.body.is_some() {
+            return Err(H1Error::Upgrade.into());
+        }
+        let conn = self.conn.take().ok_or(ExchangeError::Closed)?;
+        Ok(Switched {
+            io: conn.io,
+            read_first: conn.buf.freeze(),
+            write_first: std::mem::take(&mut self.upload.out).freeze(),
+        })
     }
 
     /// The request body to send again elsewhere: as it was if none of it was
@@ -249,7 +280,15 @@ impl Exchange {
                 return Poll::Ready(Err(ExchangeError::Closed));
             };
             if let Some(head) = h1::parse_response(&mut conn.buf, method)? {
-                self.pool_idle_ms = if head.keep_alive {
+                if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                    if !self.upgrade {
+                        return Poll::Ready(Err(H1Error::Upgrade.into()));
+                    }
+                    self.reading = Reading::Switched;
+                    return Poll::Ready(Ok(head));
+                }
+                // A member that declined an upgrade may still switch later: never reuse.
+                self.pool_idle_ms = if head.keep_alive && !self.upgrade {
                     ms32(pool::idle_limit(&head.headers))
                 } else {
                     0
@@ -337,7 +376,9 @@ impl Exchange {
                 return Poll::Ready(None);
             };
             match self.reading {
-                Reading::Head | Reading::Done | Reading::Failed => return Poll::Ready(None),
+                Reading::Head | Reading::Done | Reading::Failed | Reading::Switched => {
+                    return Poll::Ready(None);
+                }
                 Reading::Length(left) if !conn.buf.is_empty() => {
                     let n = usize::try_from(left)
                         .unwrap_or(usize::MAX)

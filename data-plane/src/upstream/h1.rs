@@ -24,7 +24,8 @@ pub enum H1Error {
     ContentLength,
     #[error("invalid chunked body: {0}")]
     Chunked(&'static str),
-    #[error("the member switched protocols (101), which is not proxied")]
+    /// A 101 to a request that did not ask to upgrade.
+    #[error("the member switched protocols (101) unasked")]
     Upgrade,
 }
 
@@ -103,8 +104,8 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// Parses the first response head in `buf`, skipping interim (1xx) ones;
-/// consumes what it parsed. `Ok(None)`: the head is not complete yet.
+/// Parses the first response head in `buf`, skipping interim (1xx) ones but
+/// not a 101; consumes what it parsed. `Ok(None)`: the head is not complete yet.
 pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
@@ -156,7 +157,15 @@ pub fn parse_response(
             map.append(name, value);
         }
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(H1Error::Upgrade);
+            // Another protocol from here on: whether it was asked for is the
+            // exchange's call, and nothing after the head is HTTP's.
+            return Ok(Some(ResponseHead {
+                status,
+                version,
+                headers: map,
+                framing: Framing::Empty,
+                keep_alive: false,
+            }));
         }
         if status.is_informational() {
             continue;

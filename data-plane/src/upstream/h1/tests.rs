@@ -114,7 +114,6 @@ fn bad_heads_are_errors() {
         "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         "garbage\r\n\r\n",
-        "HTTP/1.1 101 Switching Protocols\r\n\r\n",
     ] {
         assert!(parse(bad, &Method::GET).is_err(), "{bad:?}");
     }
@@ -156,4 +155,16 @@ fn chunked_bodies_decode_across_any_split() {
         Ok(Decoded::Data(Bytes::from_static(b"a")))
     );
     assert!(state.decode(&mut buf).is_err(), "no CRLF after the chunk");
+}
+
+#[test]
+fn a_101_head_is_handed_out_and_the_bytes_after_it_are_left() {
+    let mut buf = BytesMut::from(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n\r\nhello",
+    );
+    let head = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+    assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(head.headers[header::UPGRADE], "echo");
+    assert!(!head.keep_alive);
+    assert_eq!(&buf[..], b"hello");
 }
