@@ -96,9 +96,13 @@ pub enum RetryOn {
     Error,
     /// The member did not answer within the (per-try) timeout.
     Timeout,
-    /// The member answered 502, 503 or 504.
+    /// The member answered 502, 503 or 504 (`http_502`, as `as_str` spells
+    /// it; snake_case alone would make it `http502`).
+    #[serde(rename = "http_502")]
     Http502,
+    #[serde(rename = "http_503")]
     Http503,
+    #[serde(rename = "http_504")]
     Http504,
 }
 

@@ -31,15 +31,26 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
-/// `message`, cut after [`MESSAGE_MAX_CHARS`] characters with `…`.
-pub fn bounded(mut message: String) -> String {
-    let (prefix, cut) = prefix(&message, MESSAGE_MAX_CHARS);
-    if cut {
-        let len = prefix.len();
-        message.truncate(len);
-        message.push('…');
+/// `message` if it has at most [`MESSAGE_MAX_CHARS`] characters; else its
+/// beginning and its end with `…` between (the end of serde's messages says
+/// what was expected and where).
+pub fn bounded(message: String) -> String {
+    let tail_chars = MESSAGE_MAX_CHARS / 4;
+    let head_chars = MESSAGE_MAX_CHARS - tail_chars;
+    let (head, cut) = prefix(&message, head_chars);
+    if !cut {
+        return message;
     }
-    message
+    let rest = message.get(head.len()..).unwrap_or_default();
+    let rest_chars = rest.chars().count();
+    if rest_chars <= tail_chars {
+        return message;
+    }
+    let tail_start = rest
+        .char_indices()
+        .nth(rest_chars - tail_chars)
+        .map_or(rest.len(), |(i, _)| i);
+    format!("{head}…{}", rest.get(tail_start..).unwrap_or_default())
 }
 
 /// The first `max` characters of `text`, and whether anything was cut.
@@ -75,8 +86,12 @@ mod tests {
     #[test]
     fn long_messages_are_cut() {
         assert_eq!(bounded("short".to_owned()), "short");
-        let cut = bounded("y".repeat(5000));
+        let exact = "z".repeat(MESSAGE_MAX_CHARS);
+        assert_eq!(bounded(exact.clone()), exact);
+        let cut = bounded(format!("start {} end", "y".repeat(5000)));
         assert_eq!(cut.chars().count(), MESSAGE_MAX_CHARS + 1);
-        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("start y"), "{cut}");
+        assert!(cut.ends_with("yy end"), "{cut}");
+        assert!(cut.contains('…'));
     }
 }
