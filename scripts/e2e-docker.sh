@@ -69,10 +69,10 @@ docker info >/dev/null 2>&1 || abort "setup: cannot talk to the docker daemon"
 for tool in curl python3; do
     command -v "$tool" >/dev/null 2>&1 || apt_install "$tool" || abort "setup: $tool is not installed"
 done
-if docker compose version >/dev/null 2>&1; then
-    COMPOSE=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose; then
-    COMPOSE=(docker-compose)
+# scripts/compose.sh, as the README uses it: v2 or v1, and a --wait that works on both.
+if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 ||
+    apt_install docker-compose; then
+    COMPOSE=("$ROOT/scripts/compose.sh")
 else
     abort "setup: neither 'docker compose' nor 'docker-compose' is available"
 fi
@@ -317,7 +317,8 @@ fi
 
 # --- add backend3 through the API -------------------------------------------------------------
 
-compose --profile extra up -d --no-build backend3 >/dev/null 2>&1 || abort "backend3: compose up backend3 failed"
+compose --profile extra up -d --no-build --wait backend3 >/dev/null 2>&1 ||
+    abort "backend3: compose up --wait backend3 failed"
 backend3_healthy() {
     [[ $(docker inspect --format '{{.State.Health.Status}}' "$(compose --profile extra ps -q backend3)" 2>/dev/null) == healthy ]]
 }

@@ -14,11 +14,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
+use switchyard_shared::text::{bounded, quoted};
 use switchyard_shared::validate::{
     normalize_member, normalize_route, parse_member_url, validate_name,
 };
@@ -27,7 +29,7 @@ use switchyard_shared::{
 };
 use tracing::error;
 
-use crate::metrics::{Gauges, Metrics, WriteResult};
+use crate::metrics::{Gauges, Metrics, RejectReason, WriteResult};
 use crate::registry::{Lagging, Registry, ReplicaView, WaitFailure};
 use crate::store::{Store, WriteError, Written};
 
@@ -50,6 +52,8 @@ pub struct AppState {
 pub enum AppError {
     /// Refused input: 400, 404 or 409 by its kind.
     Config(ConfigError),
+    /// A body that could not be read as the JSON asked for: 400.
+    Body(RejectReason, String),
     /// The change could not be stored: 500.
     Storage(String),
     /// Any other status: no such endpoint (404), method (405), body too large (413).
@@ -79,7 +83,7 @@ pub struct MemberAdded {
 
 /// The body of `PATCH .../members/{id}`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 struct MemberPatch {
     #[serde(default)]
     weight: Option<u32>,
@@ -91,6 +95,8 @@ struct MemberPatch {
     #[serde(default)]
     id: Option<IgnoredAny>,
 }
+
+switchyard_shared::objects_only!(MemberPatch => "a member patch object {\"weight\": ..., \"state\": ...}");
 
 /// A JSON body whose rejections are JSON errors (400) with serde's message.
 #[derive(Debug)]
@@ -119,7 +125,8 @@ impl AppState {
     }
 
     /// Stores a change (see [`Store::update`]), counts it, and waits for the
-    /// replicas if asked.
+    /// replicas if asked. (Refusals are counted by [`count_refused_writes`],
+    /// which sees them all, including those refused before this.)
     async fn write<R, F>(&self, wait: Wait, change: F) -> Result<Written<R>, AppError>
     where
         F: FnOnce(&mut switchyard_shared::Config, &Snapshot) -> Result<R, ConfigError>
@@ -128,12 +135,12 @@ impl AppState {
         R: Send + 'static,
     {
         let result = self.store.update(change).await;
-        self.metrics.write(match &result {
-            Ok(written) if written.changed => WriteResult::Applied,
-            Ok(_) => WriteResult::Unchanged,
-            Err(WriteError::Rejected(_)) => WriteResult::Rejected,
-            Err(WriteError::Storage(_)) => WriteResult::Failed,
-        });
+        match &result {
+            Ok(written) if written.changed => self.metrics.write(WriteResult::Applied),
+            Ok(_) => self.metrics.write(WriteResult::Unchanged),
+            Err(WriteError::Rejected(_)) => {}
+            Err(WriteError::Storage(_)) => self.metrics.write(WriteResult::Failed),
+        }
         let written = result?;
         if let Some(timeout) = wait.0 {
             self.wait_applied(written.version, timeout).await?;
@@ -219,7 +226,41 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_refused_writes,
+        ))
         .with_state(state)
+}
+
+/// Counts every write (`PUT`, `POST`, `PATCH`, `DELETE`) answered with a 4xx
+/// as rejected, by the reason its [`AppError`] gave: whether it was refused by
+/// validation, in the store, or while its path, query or body was read.
+async fn count_refused_writes(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let write = matches!(
+        *request.method(),
+        Method::PUT | Method::POST | Method::PATCH | Method::DELETE
+    );
+    let response = next.run(request).await;
+    if write && response.status().is_client_error() {
+        let reason = response
+            .extensions()
+            .get::<RejectReason>()
+            .copied()
+            .unwrap_or(match response.status() {
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+                    RejectReason::NoSuchEndpoint
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => RejectReason::TooLarge,
+                _ => RejectReason::Invalid,
+            });
+        app.metrics.write(WriteResult::Rejected(reason));
+    }
+    response
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -331,11 +372,12 @@ async fn delete_cluster(
                 .routes
                 .iter()
                 .filter(|r| r.cluster == name)
-                .map(|r| format!("{:?}", r.name))
+                .map(|r| quoted(&r.name).to_string())
                 .collect();
             if !users.is_empty() {
                 return Err(ConfigError::conflict(format!(
-                    "cluster {name:?} is used by route {}; change or delete the route first",
+                    "cluster {} is used by route {}; change or delete the route first",
+                    quoted(&name),
                     users.join(", ")
                 )));
             }
@@ -363,14 +405,16 @@ async fn add_member(
             for existing in &cluster.members {
                 if existing.id == member.id {
                     return Err(ConfigError::conflict(format!(
-                        "cluster {name:?} already has a member with id {:?}",
-                        member.id
+                        "cluster {} already has a member with id {}",
+                        quoted(&name),
+                        quoted(&member.id)
                     )));
                 }
                 if parse_member_url(&existing.url).is_ok_and(|a| a == addr) {
                     return Err(ConfigError::conflict(format!(
-                        "cluster {name:?} already has member {:?} at {}",
-                        existing.id,
+                        "cluster {} already has member {} at {}",
+                        quoted(&name),
+                        quoted(&existing.id),
                         addr.base_url()
                     )));
                 }
@@ -472,22 +516,23 @@ async fn put_route(
         .write(wait, move |config, _| {
             if config.cluster(&route.cluster).is_none() {
                 return Err(ConfigError::invalid(format!(
-                    "route {:?}: cluster {:?} does not exist",
-                    route.name, route.cluster
+                    "route {}: cluster {} does not exist",
+                    quoted(&route.name),
+                    quoted(&route.cluster)
                 )));
             }
             if let Some(other) = config.routes.iter().find(|r| {
                 r.name != route.name && r.host == route.host && r.path_prefix == route.path_prefix
             }) {
                 return Err(ConfigError::conflict(format!(
-                    "route {:?}: route {:?} already matches host {} and path_prefix {:?}",
-                    route.name,
-                    other.name,
+                    "route {}: route {} already matches host {} and path_prefix {}",
+                    quoted(&route.name),
+                    quoted(&other.name),
                     route
                         .host
                         .as_deref()
-                        .map_or("(any)".to_owned(), |h| format!("{h:?}")),
-                    route.path_prefix
+                        .map_or("(any)".to_owned(), |h| quoted(h).to_string()),
+                    quoted(&route.path_prefix)
                 )));
             }
             match config.routes.iter_mut().find(|r| r.name == route.name) {
@@ -530,14 +575,14 @@ async fn list_dataplanes(State(app): State<AppState>) -> Json<Vec<ReplicaView>> 
 async fn not_found(method: Method, uri: Uri) -> AppError {
     AppError::Status(
         StatusCode::NOT_FOUND,
-        format!("no such endpoint: {method} {}", uri.path()),
+        format!("no such endpoint: {method} {}", quoted(uri.path())),
     )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
     AppError::Status(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {method} is not allowed on {}", uri.path()),
+        format!("method {method} is not allowed on {}", quoted(uri.path())),
     )
 }
 
@@ -547,20 +592,26 @@ fn check_body_name(what: &str, path_name: &str, body_name: &str) -> Result<(), A
         return Ok(());
     }
     Err(AppError::Config(ConfigError::invalid(format!(
-        "{what} name {body_name:?} in the body differs from {path_name:?} in the path"
+        "{what} name {} in the body differs from {} in the path",
+        quoted(body_name),
+        quoted(path_name)
     ))))
 }
 
 fn no_cluster(name: &str) -> ConfigError {
-    ConfigError::not_found(format!("cluster {name:?} does not exist"))
+    ConfigError::not_found(format!("cluster {} does not exist", quoted(name)))
 }
 
 fn no_member(cluster: &str, id: &str) -> ConfigError {
-    ConfigError::not_found(format!("cluster {cluster:?} has no member {id:?}"))
+    ConfigError::not_found(format!(
+        "cluster {} has no member {}",
+        quoted(cluster),
+        quoted(id)
+    ))
 }
 
 fn no_route(name: &str) -> ConfigError {
-    ConfigError::not_found(format!("route {name:?} does not exist"))
+    ConfigError::not_found(format!("route {} does not exist", quoted(name)))
 }
 
 impl From<ConfigError> for AppError {
@@ -582,12 +633,19 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match self {
             AppError::Config(error) => {
-                let status = match error.kind {
-                    ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
-                    ErrorKind::Conflict => StatusCode::CONFLICT,
+                let (status, reason) = match error.kind {
+                    ErrorKind::Invalid => (StatusCode::BAD_REQUEST, RejectReason::Invalid),
+                    ErrorKind::NotFound => (StatusCode::NOT_FOUND, RejectReason::NotFound),
+                    ErrorKind::Conflict => (StatusCode::CONFLICT, RejectReason::Conflict),
                 };
-                error_response(status, error.message)
+                let mut response = error_response(status, error.message);
+                response.extensions_mut().insert(reason);
+                response
+            }
+            AppError::Body(reason, message) => {
+                let mut response = error_response(StatusCode::BAD_REQUEST, message);
+                response.extensions_mut().insert(reason);
+                response
             }
             AppError::Storage(message) => {
                 error!(error = %message, "A change could not be stored");
@@ -614,8 +672,14 @@ impl IntoResponse for AppError {
     }
 }
 
+/// `{"error": message}`; a message is never longer than
+/// [`switchyard_shared::text::MESSAGE_MAX_CHARS`], whatever it quotes.
 fn error_response(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": bounded(message) })),
+    )
+        .into_response()
 }
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -634,10 +698,11 @@ where
 }
 
 fn json_rejection(rejection: &JsonRejection) -> AppError {
-    let message = match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            "the request body must be JSON with `Content-Type: application/json`".to_owned()
-        }
+    let (reason, message) = match rejection {
+        JsonRejection::MissingJsonContentType(_) => (
+            RejectReason::ContentType,
+            "the request body must be JSON with `Content-Type: application/json`".to_owned(),
+        ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return AppError::Status(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -647,9 +712,16 @@ fn json_rejection(rejection: &JsonRejection) -> AppError {
                 ),
             );
         }
-        other => format!("invalid request body: {}", other.body_text()),
+        JsonRejection::JsonSyntaxError(_) => (
+            RejectReason::JsonSyntax,
+            format!("invalid request body: {}", bounded(rejection.body_text())),
+        ),
+        other => (
+            RejectReason::JsonData,
+            format!("invalid request body: {}", bounded(other.body_text())),
+        ),
     };
-    AppError::Config(ConfigError::invalid(message))
+    AppError::Body(reason, message)
 }
 
 impl<S, T> FromRequestParts<S> for ApiPath<T>
@@ -664,7 +736,7 @@ where
             Ok(Path(value)) => Ok(ApiPath(value)),
             Err(rejection) => Err(AppError::Config(ConfigError::invalid(format!(
                 "invalid path: {}",
-                rejection.body_text()
+                bounded(rejection.body_text())
             )))),
         }
     }
@@ -679,18 +751,21 @@ where
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let invalid = |message: String| AppError::Config(ConfigError::invalid(message));
         let Query(query) = Query::<WaitQuery>::try_from_uri(&parts.uri)
-            .map_err(|e| invalid(format!("invalid query: {}", e.body_text())))?;
+            .map_err(|e| invalid(format!("invalid query: {}", bounded(e.body_text()))))?;
         let Some(text) = query.wait else {
             return Ok(Wait(None));
         };
         let duration = humantime::parse_duration(&text).map_err(|e| {
             invalid(format!(
-                "invalid wait {text:?} ({e}); write it like \"2s\" or \"500ms\""
+                "invalid wait {} ({}); write it like \"2s\" or \"500ms\"",
+                quoted(&text),
+                bounded(e.to_string())
             ))
         })?;
         if duration > MAX_WAIT {
             return Err(invalid(format!(
-                "wait {text:?} is too long; at most {}",
+                "wait {} is too long; at most {}",
+                quoted(&text),
                 humantime::format_duration(MAX_WAIT)
             )));
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     writes_applied: AtomicU64,
     writes_unchanged: AtomicU64,
-    writes_rejected: AtomicU64,
+    writes_rejected: [AtomicU64; RejectReason::ALL.len()],
     writes_failed: AtomicU64,
     pushes: AtomicU64,
     acks: AtomicU64,
@@ -21,10 +21,65 @@ pub enum WriteResult {
     Applied,
     /// Valid, but it changed nothing: no new version.
     Unchanged,
-    /// Refused by validation (4xx).
-    Rejected,
+    /// Refused (4xx), before or after its body was read.
+    Rejected(RejectReason),
     /// Could not be stored (5xx).
     Failed,
+}
+
+/// Why a write was refused: the `reason` label of
+/// `switchyard_config_writes_total{result="rejected"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The change broke a rule (400).
+    Invalid,
+    /// It names something that does not exist (404).
+    NotFound,
+    /// It clashes with what is there (409).
+    Conflict,
+    /// The body is not sent as `application/json`.
+    ContentType,
+    /// The body is not JSON.
+    JsonSyntax,
+    /// The body is JSON of the wrong shape: an unknown field, a wrong type, an array.
+    JsonData,
+    /// The body is larger than the API takes (413).
+    TooLarge,
+    /// No such endpoint (404) or method (405).
+    NoSuchEndpoint,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::Invalid,
+        RejectReason::NotFound,
+        RejectReason::Conflict,
+        RejectReason::ContentType,
+        RejectReason::JsonSyntax,
+        RejectReason::JsonData,
+        RejectReason::TooLarge,
+        RejectReason::NoSuchEndpoint,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Invalid => "invalid",
+            RejectReason::NotFound => "not_found",
+            RejectReason::Conflict => "conflict",
+            RejectReason::ContentType => "content_type",
+            RejectReason::JsonSyntax => "json_syntax",
+            RejectReason::JsonData => "json_data",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::NoSuchEndpoint => "no_such_endpoint",
+        }
+    }
+
+    fn index(self) -> usize {
+        RejectReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
 }
 
 /// The gauges, read at render time.
@@ -40,7 +95,10 @@ impl Metrics {
         let counter = match result {
             WriteResult::Applied => &self.writes_applied,
             WriteResult::Unchanged => &self.writes_unchanged,
-            WriteResult::Rejected => &self.writes_rejected,
+            WriteResult::Rejected(reason) => match self.writes_rejected.get(reason.index()) {
+                Some(counter) => counter,
+                None => return,
+            },
             WriteResult::Failed => &self.writes_failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -63,6 +121,22 @@ impl Metrics {
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(1024);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let rejected: Vec<(String, u64)> = RejectReason::ALL
+            .iter()
+            .zip(&self.writes_rejected)
+            .map(|(reason, count)| {
+                (
+                    format!("result=\"rejected\",reason=\"{}\"", reason.as_str()),
+                    get(count),
+                )
+            })
+            .collect();
+        let mut writes = vec![
+            ("result=\"applied\"", get(&self.writes_applied)),
+            ("result=\"unchanged\"", get(&self.writes_unchanged)),
+        ];
+        writes.extend(rejected.iter().map(|(labels, n)| (labels.as_str(), *n)));
+        writes.push(("result=\"failed\"", get(&self.writes_failed)));
         metric(
             &mut out,
             "switchyard_config_version",
@@ -88,13 +162,8 @@ impl Metrics {
             &mut out,
             "switchyard_config_writes_total",
             "counter",
-            "Config writes through the API, by result.",
-            &[
-                ("result=\"applied\"", get(&self.writes_applied)),
-                ("result=\"unchanged\"", get(&self.writes_unchanged)),
-                ("result=\"rejected\"", get(&self.writes_rejected)),
-                ("result=\"failed\"", get(&self.writes_failed)),
-            ],
+            "Config writes through the API (PUT, POST, PATCH, DELETE), by result; refused ones by reason.",
+            &writes,
         );
         metric(
             &mut out,
@@ -140,6 +209,8 @@ mod tests {
     fn renders_counters_and_gauges() {
         let metrics = Metrics::default();
         metrics.write(WriteResult::Applied);
+        metrics.write(WriteResult::Rejected(RejectReason::JsonData));
+        metrics.write(WriteResult::Rejected(RejectReason::JsonData));
         metrics.push();
         let text = metrics.render(Gauges {
             config_version: 7,
@@ -150,6 +221,18 @@ mod tests {
         assert!(text.contains("switchyard_replicas_connected 2\n"), "{text}");
         assert!(
             text.contains("switchyard_config_writes_total{result=\"applied\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "switchyard_config_writes_total{result=\"rejected\",reason=\"json_data\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "switchyard_config_writes_total{result=\"rejected\",reason=\"invalid\"} 0\n"
+            ),
             "{text}"
         );
         assert!(text.contains("# TYPE switchyard_snapshot_pushes_total counter"));

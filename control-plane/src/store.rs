@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use switchyard_shared::proto::v1;
+use switchyard_shared::text::bounded;
 use switchyard_shared::validate::validate_config;
 use switchyard_shared::{Config, ConfigDocument, ConfigError, Snapshot, config_hash};
 use tokio::sync::{Mutex, watch};
@@ -249,8 +250,8 @@ fn read_bootstrap(path: &Path) -> Result<Config, StoreError> {
         reason,
     };
     let text = fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let document: ConfigDocument =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let document: ConfigDocument = serde_json::from_slice(&text)
+        .map_err(|e| bad(format!("invalid JSON: {}", bounded(e.to_string()))))?;
     let mut config = document.into_config();
     validate_config(&mut config).map_err(|e| bad(e.message))?;
     canonicalize(&mut config);
@@ -273,8 +274,8 @@ fn load(path: &Path) -> Result<Option<Snapshot>, StoreError> {
         path: path.to_owned(),
         reason,
     };
-    let mut snapshot: Snapshot =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+    let mut snapshot: Snapshot = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(format!("invalid JSON: {}", bounded(e.to_string()))))?;
     if snapshot.store_id.is_empty() {
         return Err(corrupt("it has no store_id".to_owned()));
     }

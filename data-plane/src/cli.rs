@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use switchyard_shared::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::Settings;
+use crate::admin::Endpoint;
+use crate::config::cache;
 use crate::upstream::tls;
 
 /// A Switchyard data-plane replica: proxies and balances HTTP traffic with the
@@ -32,7 +34,7 @@ pub struct Args {
     /// Address the proxy listens on (HTTP/1.1 and h2c).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Address of the admin endpoint (/healthz, /readyz, /config).
+    /// Address of the admin endpoint (its paths: see `--help`, made by `admin_help`).
     #[arg(
         long,
         env = "SWITCHYARD_ADMIN_LISTEN",
@@ -42,7 +44,8 @@ pub struct Args {
     /// This replica's name as the control plane shows it (default: the host name).
     #[arg(long, env = "SWITCHYARD_NODE_ID")]
     pub node_id: Option<String>,
-    /// Where to keep the last good snapshot, loaded at start.
+    /// Where to keep the last good snapshot, loaded at start (without
+    /// --control-plane, the replica serves it and nothing else).
     #[arg(long, env = "SWITCHYARD_CACHE_FILE")]
     pub cache_file: Option<PathBuf>,
     /// Worker threads (default: one per CPU).
@@ -74,9 +77,24 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
     switchyard_shared::model::parse_duration(text)
 }
 
+/// The `--admin-listen` help: every endpoint the admin address serves.
+fn admin_help() -> String {
+    let endpoints: Vec<String> = Endpoint::ALL
+        .iter()
+        .map(|e| format!("{} ({})", e.path(), e.what()))
+        .collect();
+    format!("Address of the admin endpoint: {}", endpoints.join(", "))
+}
+
+/// The flags, with the help text that is made at run time.
+fn parse_args() -> Args {
+    let command = Args::command().mut_arg("admin_listen", |arg| arg.help(admin_help()));
+    Args::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 /// Runs the data plane with the process's arguments.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = parse_args();
     telemetry::init(args.log_format);
     // The proxy runs on worker threads of its own (see `run`); this runtime
     // only follows the control plane and serves the admin endpoint.
@@ -100,6 +118,9 @@ pub fn main() -> ExitCode {
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
+    if args.control_planes.is_empty() {
+        check_cache_alone(args.cache_file.as_deref())?;
+    }
     let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
     crate::upstream::pool::set_idle_timeout(args.upstream_keepalive_timeout);
     let workers = args
@@ -138,6 +159,35 @@ async fn start(args: Args) -> anyhow::Result<()> {
         max_members: args.max_members,
     };
     crate::run(listeners, admin, settings, shutdown).await?;
+    Ok(())
+}
+
+/// Without a control plane, the cache file is all a replica will ever serve:
+/// it must be given and hold a valid snapshot, or the replica refuses to start
+/// (rather than answer 503 forever).
+fn check_cache_alone(cache_file: Option<&Path>) -> anyhow::Result<()> {
+    const HOW: &str = "give --control-plane URL (or SWITCHYARD_CONTROL_PLANE), such as \
+        http://127.0.0.1:18000, or a --cache-file holding a snapshot to serve";
+    let Some(path) = cache_file else {
+        anyhow::bail!("neither --control-plane nor --cache-file is given: {HOW}");
+    };
+    let mut snapshot = match cache::load(path) {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => anyhow::bail!(
+            "no --control-plane is given and --cache-file {} does not exist: {HOW}",
+            path.display()
+        ),
+        Err(e) => anyhow::bail!(
+            "no --control-plane is given and --cache-file cannot be used ({e}): {HOW}"
+        ),
+    };
+    switchyard_shared::validate::validate_config(&mut snapshot.config).map_err(|e| {
+        anyhow::anyhow!(
+            "no --control-plane is given and --cache-file {} holds an invalid snapshot ({e}): {HOW}",
+            path.display()
+        )
+    })?;
+    info!(cache.file = %path.display(), version = snapshot.version, "No --control-plane: serving the cached snapshot only");
     Ok(())
 }
 

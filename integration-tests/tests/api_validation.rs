@@ -3,7 +3,7 @@
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use switchyard_integration_tests::{TestDir, spawn_control_plane};
+use switchyard_integration_tests::{ControlPlane, TestDir, spawn_control_plane};
 
 /// A bad request and what must come back.
 struct Case {
@@ -371,6 +371,125 @@ fn cases() -> Vec<Case> {
             &["listeners"],
         ),
     ];
+    for port in ["0", "65536", "99999", "8o8o", ""] {
+        let url = format!("http://127.0.0.1:{port}");
+        let says: &[&str] = if port.is_empty() {
+            &["port is empty"]
+        } else {
+            &["port", "not a url"]
+        };
+        cases.push(case(
+            "a member port outside 1..=65535 (it must not become port 80)",
+            Method::POST,
+            members,
+            Json(json!({ "url": url })),
+            [S::BAD_REQUEST],
+            says,
+        ));
+        cases.push(case(
+            "a member port outside 1..=65535 in a cluster",
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            cluster_with(json!({ "url": url })),
+            [S::BAD_REQUEST],
+            says,
+        ));
+    }
+    for (what, path, body) in [
+        (
+            "a cluster as an array",
+            "/api/v1/clusters/c1",
+            json!(["c1", "round_robin", []]),
+        ),
+        (
+            "a member as an array inside a cluster",
+            "/api/v1/clusters/c1",
+            json!({ "members": [["", "http://127.0.0.1:18081", 1, "active"]] }),
+        ),
+        (
+            "a retry policy as an array",
+            "/api/v1/clusters/c1",
+            json!({ "retry": [1] }),
+        ),
+        (
+            "a route as an array",
+            "/api/v1/routes/r2",
+            json!(["r2", null, "/x/", "mycluster"]),
+        ),
+        (
+            "a whole config as an array",
+            "/api/v1/config",
+            json!([[], []]),
+        ),
+        (
+            "a cluster as an array inside a whole config",
+            "/api/v1/config",
+            json!({ "clusters": [["c1", "round_robin", []]] }),
+        ),
+    ] {
+        cases.push(case(
+            what,
+            Method::PUT,
+            path,
+            Json(body),
+            [S::BAD_REQUEST],
+            &["sequence"],
+        ));
+    }
+    cases.push(case(
+        "a new member as an array",
+        Method::POST,
+        members,
+        Json(json!(["", "http://127.0.0.1:18081"])),
+        [S::BAD_REQUEST],
+        &["sequence"],
+    ));
+    for (what, body, says) in [
+        (
+            "retry max_retries 99",
+            json!({ "retry": { "max_retries": 99 } }),
+            "max_retries",
+        ),
+        (
+            "retry budget_percent 101",
+            json!({ "retry": { "budget_percent": 101 } }),
+            "budget_percent",
+        ),
+        (
+            "an unknown retry_on",
+            json!({ "retry": { "retry_on": ["error", "sometimes"] } }),
+            "sometimes",
+        ),
+        (
+            "retry per_try_timeout 0",
+            json!({ "retry": { "per_try_timeout": "0ms" } }),
+            "per_try_timeout",
+        ),
+        (
+            "outlier_detection consecutive_failures 0",
+            json!({ "outlier_detection": { "consecutive_failures": 0 } }),
+            "consecutive_failures",
+        ),
+        (
+            "outlier_detection max_ejected_percent 101",
+            json!({ "outlier_detection": { "max_ejected_percent": 101 } }),
+            "max_ejected_percent",
+        ),
+        (
+            "idle_timeout 0",
+            json!({ "idle_timeout": "0s" }),
+            "idle_timeout",
+        ),
+    ] {
+        cases.push(case(
+            what,
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Json(body),
+            [S::BAD_REQUEST],
+            &[says],
+        ));
+    }
     for url in bad_urls {
         cases.push(case(
             "bad member url in a new member",
@@ -412,8 +531,13 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     .await;
     let before = cp.config().await;
 
+    let rejected_before = rejected_writes(&cp).await;
+    let mut refused_writes = 0;
     let mut problems = Vec::new();
     for case in cases() {
+        if case.method != Method::GET {
+            refused_writes += 1;
+        }
         let response = match &case.body {
             Body::None => cp.call(case.method.clone(), &case.path, None).await,
             Body::Json(json) => cp.call(case.method.clone(), &case.path, Some(json)).await,
@@ -462,6 +586,12 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         problems.len(),
         problems.join("\n")
     );
+    // Every refusal is counted, wherever it was refused (body, handler, store).
+    assert_eq!(
+        rejected_writes(&cp).await - rejected_before,
+        refused_writes,
+        "switchyard_config_writes_total{{result=\"rejected\"}}"
+    );
 
     // The API still takes good writes, and only they move the version.
     let version = cp
@@ -472,4 +602,106 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         )
         .await;
     assert!(version > before["version"].as_u64().expect("a version"));
+}
+
+/// Every `switchyard_config_writes_total{result="rejected",reason=…}` summed.
+async fn rejected_writes(cp: &ControlPlane) -> u64 {
+    let page = cp.get("/metrics").await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.body
+        .lines()
+        .filter(|l| l.starts_with("switchyard_config_writes_total{result=\"rejected\","))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A 10 MB name, URL or field gives a short error, and changes nothing.
+#[tokio::test]
+async fn a_huge_input_gives_a_short_error_and_changes_nothing() {
+    let dir = TestDir::new("api-huge");
+    let cp = spawn_control_plane(dir.path()).await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/clusters/mycluster",
+        Some(&json!({ "members": [ { "url": EXISTING } ] })),
+    )
+    .await;
+    let before = cp.config().await;
+    let huge = "n".repeat(10 * 1024 * 1024);
+    let cases = [
+        (
+            Method::PUT,
+            "/api/v1/config",
+            json!({ "clusters": [ { "name": huge } ] }),
+        ),
+        (
+            Method::POST,
+            "/api/v1/clusters/mycluster/members",
+            json!({ "url": format!("http://{huge}:80") }),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/routes/web",
+            json!({ "path_prefix": huge, "cluster": "nope" }),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/clusters/mycluster",
+            json!({ huge.clone(): true }),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let response = cp.call(method.clone(), path, Some(&body)).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert!(
+            response.body.len() < 2048,
+            "{method} {path}: a {} byte answer",
+            response.body.len()
+        );
+        assert!(
+            response.error_message().contains("nnnn"),
+            "{method} {path}: {}",
+            response.body
+        );
+        let after = cp.config().await;
+        assert_eq!(after["version"], before["version"], "{method} {path}");
+        assert_eq!(after["hash"], before["hash"], "{method} {path}");
+    }
+}
+
+/// The cluster fields the data plane is being taught (idle_timeout, retry,
+/// outlier_detection): defaults shown by GET, values kept, and a round trip.
+#[tokio::test]
+async fn retry_idle_timeout_and_outlier_detection_are_kept_and_shown() {
+    let dir = TestDir::new("api-new-fields");
+    let cp = spawn_control_plane(dir.path()).await;
+    cp.write(Method::PUT, "/api/v1/clusters/plain", Some(&json!({})))
+        .await;
+    let plain = cp.get("/api/v1/clusters/plain").await.json();
+    assert_eq!(plain["idle_timeout"], "1m");
+    assert_eq!(plain["retry"]["max_retries"], 1);
+    assert_eq!(plain["retry"]["retry_on"], json!(["error", "timeout"]));
+    assert_eq!(plain["retry"]["budget_percent"], 20);
+    assert_eq!(plain["retry"]["budget_min_per_second"], 10);
+    assert_eq!(plain["outlier_detection"], Value::Null);
+
+    let set = json!({
+        "idle_timeout": "20s",
+        "retry": { "max_retries": 2, "retry_on": ["error", "http_503"], "per_try_timeout": "1s",
+                   "budget_percent": 10, "budget_min_per_second": 3 },
+        "outlier_detection": { "consecutive_failures": 3, "base_ejection": "2s",
+                               "max_ejection": "20s", "max_ejected_percent": 30 },
+    });
+    let version = cp
+        .write(Method::PUT, "/api/v1/clusters/tuned", Some(&set))
+        .await;
+    let tuned = cp.get("/api/v1/clusters/tuned").await.json();
+    for field in ["idle_timeout", "retry", "outlier_detection"] {
+        assert_eq!(tuned[field], set[field], "{field}");
+    }
+    // The whole config read back and applied again changes nothing.
+    let config = cp.config().await;
+    let again = cp.put("/api/v1/config", &config).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(cp.version().await, version);
 }

@@ -2,9 +2,11 @@
 //! validation, snapshots, and the control-plane <-> data-plane protocol.
 
 pub mod model;
+pub mod object;
 pub mod proto;
 pub mod snapshot;
 pub mod telemetry;
+pub mod text;
 pub mod validate;
 
 pub use model::{

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::text::{bounded, quoted};
+
 /// The default connect timeout of a cluster (Apache `connectiontimeout`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default response timeout of a cluster (Apache `timeout`).
@@ -21,7 +23,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The whole config: what `GET /api/v1/config` shows and `PUT /api/v1/config` applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Config {
     #[serde(default)]
     pub clusters: Vec<Cluster>,
@@ -31,7 +33,7 @@ pub struct Config {
 
 /// A group of interchangeable backends (Apache's `<Proxy balancer://name>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Cluster {
     /// Taken from the path in `PUT /api/v1/clusters/{name}`; required in a whole config.
     #[serde(default)]
@@ -66,7 +68,7 @@ pub struct Cluster {
 /// written may always go elsewhere, and a request that is not idempotent, or
 /// whose body cannot be replayed, never goes again once any of it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct RetryPolicy {
     /// How many more members a request may try after the first (0: none).
     #[serde(default = "default_retries")]
@@ -94,7 +96,8 @@ pub enum RetryOn {
     Error,
     /// The member did not answer within the (per-try) timeout.
     Timeout,
-    /// The member answered 502, 503 or 504.
+    /// The member answered 502, 503 or 504 (`http_502`, as `as_str` spells
+    /// it; snake_case alone would make it `http502`).
     #[serde(rename = "http_502")]
     Http502,
     #[serde(rename = "http_503")]
@@ -105,7 +108,7 @@ pub enum RetryOn {
 
 /// Ejection of members that keep failing (Envoy's outlier detection).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct OutlierDetection {
     /// Failures in a row (connect failures, broken exchanges, 5xx) that eject a member.
     #[serde(default = "default_consecutive_failures")]
@@ -133,7 +136,7 @@ pub enum Policy {
 
 /// One backend (Apache's `BalancerMember`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Member {
     /// Defaults to the URL's `host:port`.
     #[serde(default)]
@@ -162,7 +165,7 @@ pub enum MemberState {
 
 /// Active health checking of a cluster's members (mod_proxy_hcheck).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct HealthCheck {
     #[serde(default = "default_health_path")]
     pub path: String,
@@ -178,7 +181,7 @@ pub struct HealthCheck {
 
 /// Where requests go (Apache's `ProxyPass`, `ProxyPassReverse`, `ProxyPreserveHost`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Route {
     /// Taken from the path in `PUT /api/v1/routes/{name}`; required in a whole config.
     #[serde(default)]
@@ -196,6 +199,25 @@ pub struct Route {
     #[serde(default)]
     pub rewrite_redirects: bool,
 }
+
+crate::objects_only!(
+    Config => "a config object {\"clusters\": [...], \"routes\": [...]}",
+    Cluster => "a cluster object {\"members\": [...], ...}",
+    RetryPolicy => "a retry object {\"max_retries\": ..., ...}",
+    OutlierDetection => "an outlier_detection object {\"consecutive_failures\": ..., ...}",
+    Member => "a member object {\"url\": ..., ...}",
+    HealthCheck => "a health_check object {\"path\": ..., ...}",
+    Route => "a route object {\"path_prefix\": ..., \"cluster\": ..., ...}",
+);
+crate::serialize_as_derived!(
+    Config,
+    Cluster,
+    RetryPolicy,
+    OutlierDetection,
+    Member,
+    HealthCheck,
+    Route
+);
 
 /// A duration written as a human string (`"500ms"`, `"2s"`, `"1m"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -237,11 +259,16 @@ impl<'de> Deserialize<'de> for Dur {
 /// replicas get them: `"1500us"` is refused rather than rounded.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| {
-        format!("invalid duration {text:?} ({e}); write it like \"500ms\" or \"2s\"")
+        format!(
+            "invalid duration {} ({}); write it like \"500ms\" or \"2s\"",
+            quoted(text),
+            bounded(e.to_string())
+        )
     })?;
     if duration.subsec_nanos() % 1_000_000 != 0 {
         return Err(format!(
-            "invalid duration {text:?}: durations are whole milliseconds, like \"1ms\" or \"2s\""
+            "invalid duration {}: durations are whole milliseconds, like \"1ms\" or \"2s\"",
+            quoted(text)
         ));
     }
     Ok(duration)

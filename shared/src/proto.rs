@@ -9,6 +9,7 @@ use crate::model::{
     RetryPolicy, Route,
 };
 use crate::snapshot::Snapshot;
+use crate::text::quoted;
 
 /// The generated code of `proto/switchyard/v1/discovery.proto`.
 pub mod v1 {
@@ -141,10 +142,10 @@ impl TryFrom<v1::Cluster> for Cluster {
     type Error = ConvertError;
 
     fn try_from(c: v1::Cluster) -> Result<Self, Self::Error> {
-        let field = |name: &str| format!("cluster {:?} {name}", c.name);
+        let field = |name: &str| format!("cluster {} {name}", quoted(&c.name));
         let policy = Policy::parse(&c.policy).ok_or_else(|| ConvertError {
             field: field("policy"),
-            reason: format!("unknown policy {:?}", c.policy),
+            reason: format!("unknown policy {}", quoted(&c.policy)),
         })?;
         let health_check = match c.health_check {
             Some(h) => Some(HealthCheck {
@@ -165,7 +166,7 @@ impl TryFrom<v1::Cluster> for Cluster {
                     .map(|on| {
                         RetryOn::parse(on).ok_or_else(|| ConvertError {
                             field: field("retry.retry_on"),
-                            reason: format!("unknown condition {on:?}"),
+                            reason: format!("unknown condition {}", quoted(on)),
                         })
                     })
                     .collect::<Result<_, _>>()?,
@@ -193,8 +194,8 @@ impl TryFrom<v1::Cluster> for Cluster {
         let mut members = Vec::with_capacity(c.members.len());
         for m in c.members {
             let state = MemberState::parse(&m.state).ok_or_else(|| ConvertError {
-                field: field(&format!("member {:?} state", m.id)),
-                reason: format!("unknown state {:?}", m.state),
+                field: field(&format!("member {} state", quoted(&m.id))),
+                reason: format!("unknown state {}", quoted(&m.state)),
             })?;
             members.push(Member {
                 id: m.id,

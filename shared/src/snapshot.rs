@@ -24,7 +24,7 @@ pub struct Snapshot {
 /// The JSON document of a snapshot or of a whole config: `version`, `store_id`
 /// and `hash` are optional so that a config read with `GET` can be sent back.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct ConfigDocument {
     #[serde(default)]
     pub version: Option<u64>,
@@ -37,6 +37,8 @@ pub struct ConfigDocument {
     #[serde(default)]
     pub routes: Vec<Route>,
 }
+
+crate::objects_only!(ConfigDocument => "a config object {\"clusters\": [...], \"routes\": [...]}");
 
 impl ConfigDocument {
     pub fn into_config(self) -> Config {
@@ -61,7 +63,8 @@ impl Serialize for Snapshot {
 
 impl<'de> Deserialize<'de> for Snapshot {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let doc = ConfigDocument::deserialize(deserializer)?;
+        // The trait's (objects only), not the inherent derived function.
+        let doc = <ConfigDocument as Deserialize>::deserialize(deserializer)?;
         Ok(Snapshot {
             version: doc.version.unwrap_or(0),
             store_id: doc.store_id.clone().unwrap_or_default(),
@@ -120,5 +123,33 @@ mod tests {
         let back: Snapshot = serde_json::from_value(json).unwrap();
         assert_eq!(back, snapshot);
         assert!(serde_json::from_str::<Snapshot>(r#"{"clustres": []}"#).is_err());
+    }
+
+    /// Serde's derive would take a struct from an array of its fields; every
+    /// model struct, at every depth, takes only an object.
+    #[test]
+    fn arrays_are_not_objects_at_any_depth() {
+        let member = r#"{"url": "http://127.0.0.1:1"}"#;
+        let cluster = format!(r#"{{"name": "c", "members": [{member}]}}"#);
+        let good = format!(r#"{{"clusters": [{cluster}], "routes": []}}"#);
+        serde_json::from_str::<Snapshot>(&good).unwrap();
+        for bad in [
+            r#"[[], []]"#.to_owned(),
+            r#"{"clusters": [["c", "round_robin", []]]}"#.to_owned(),
+            r#"{"clusters": [{"name": "c", "members": [["", "http://127.0.0.1:1", 1, "active"]]}]}"#
+                .to_owned(),
+            r#"{"clusters": [{"name": "c", "retry": [1]}]}"#.to_owned(),
+            r#"{"clusters": [{"name": "c", "outlier_detection": [1]}]}"#.to_owned(),
+            r#"{"clusters": [{"name": "c", "health_check": ["/"]}]}"#.to_owned(),
+            r#"{"routes": [["r", null, "/", "c"]]}"#.to_owned(),
+        ] {
+            let err = serde_json::from_str::<Snapshot>(&bad).unwrap_err().to_string();
+            assert!(err.contains("invalid type: sequence"), "{bad}: {err}");
+            assert!(err.contains("object"), "{bad}: {err}");
+            let value: serde_json::Value = serde_json::from_str(&bad).unwrap();
+            assert!(serde_json::from_value::<Snapshot>(value).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Cluster>(r#"["c"]"#).is_err());
+        assert!(serde_json::from_str::<Config>(r#"[[], []]"#).is_err());
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use http::Uri;
 
 use crate::model::{Cluster, Config, HealthCheck, Member, OutlierDetection, RetryPolicy, Route};
+use crate::text::quoted;
 
 /// Why a change was refused; the kind decides the HTTP status the API answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +94,8 @@ const MAX_NAME_LEN: usize = 64;
 pub fn parse_member_url(url: &str) -> Result<MemberAddr, ConfigError> {
     let bad = |why: &str| {
         ConfigError::invalid(format!(
-            "member url {url:?} is invalid: {why}; expected http(s)://host:port with no path"
+            "member url {} is invalid: {why}; expected http(s)://host:port with no path",
+            quoted(url)
         ))
     };
     let uri: Uri = url.parse().map_err(|_| bad("it is not a URL"))?;
@@ -117,12 +119,25 @@ pub fn parse_member_url(url: &str) -> Result<MemberAddr, ConfigError> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad("it has a path or query"));
     }
-    let port = match authority.port_u16() {
-        Some(0) => return Err(bad("port 0 is not allowed")),
-        Some(port) => port,
-        None if authority.as_str().ends_with(':') => return Err(bad("the port is empty")),
+    // `Authority::port_u16` is None both for no port and for one that is not
+    // a u16 (`:99999`), so the port is read from the text after the host.
+    let after_host = match authority.as_str().rfind(']') {
+        Some(end) => authority.as_str().get(end + 1..).unwrap_or(""),
+        None => authority.as_str(),
+    };
+    let port = match after_host.rsplit_once(':').map(|(_, port)| port) {
         None if scheme == Scheme::Http => 80,
         None => 443,
+        Some("") => return Err(bad("the port is empty")),
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 && text.bytes().all(|b| b.is_ascii_digit()) => port,
+            _ => {
+                return Err(bad(&format!(
+                    "port {} is not a number from 1 to 65535",
+                    quoted(text)
+                )));
+            }
+        },
     };
     Ok(MemberAddr {
         scheme,
@@ -138,7 +153,8 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), ConfigError> {
     }
     if name.len() > MAX_NAME_LEN {
         return Err(ConfigError::invalid(format!(
-            "{what} name {name:?} is longer than {MAX_NAME_LEN} characters"
+            "{what} name {} is longer than {MAX_NAME_LEN} characters",
+            quoted(name)
         )));
     }
     if !name
@@ -146,7 +162,8 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), ConfigError> {
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(ConfigError::invalid(format!(
-            "{what} name {name:?} may contain only letters, digits, '-' and '_'"
+            "{what} name {} may contain only letters, digits, '-' and '_'",
+            quoted(name)
         )));
     }
     Ok(())
@@ -156,7 +173,8 @@ fn validate_member_id(id: &str) -> Result<(), ConfigError> {
     let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b"-_.:[]".contains(&b);
     if id.is_empty() || id.len() > 128 || !id.bytes().all(ok_byte) {
         return Err(ConfigError::invalid(format!(
-            "member id {id:?} must be 1 to 128 letters, digits, '-', '_', '.', ':', '[' or ']'"
+            "member id {} must be 1 to 128 letters, digits, '-', '_', '.', ':', '[' or ']'",
+            quoted(id)
         )));
     }
     Ok(())
@@ -171,8 +189,9 @@ pub fn normalize_member(member: &mut Member) -> Result<MemberAddr, ConfigError> 
     validate_member_id(&member.id)?;
     if !(1..=MAX_WEIGHT).contains(&member.weight) {
         return Err(ConfigError::invalid(format!(
-            "member {:?}: weight must be 1..={MAX_WEIGHT}, got {}",
-            member.id, member.weight
+            "member {}: weight must be 1..={MAX_WEIGHT}, got {}",
+            quoted(&member.id),
+            member.weight
         )));
     }
     Ok(addr)
@@ -184,7 +203,7 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
     validate_name("cluster", &cluster.name)?;
     let name = cluster.name.clone();
     let in_cluster = |e: ConfigError| ConfigError {
-        message: format!("cluster {name:?}: {}", e.message),
+        message: format!("cluster {}: {}", quoted(&name), e.message),
         ..e
     };
     for (what, d) in [
@@ -216,14 +235,14 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
     for (member, addr) in cluster.members.iter().zip(&addrs) {
         if !ids.insert(member.id.as_str()) {
             return Err(in_cluster(ConfigError::conflict(format!(
-                "member id {:?} appears twice",
-                member.id
+                "member id {} appears twice",
+                quoted(&member.id)
             ))));
         }
         if !unique_addrs.insert(addr) {
             return Err(in_cluster(ConfigError::conflict(format!(
-                "member url {:?} appears twice",
-                member.url
+                "member url {} appears twice",
+                quoted(&member.url)
             ))));
         }
     }
@@ -233,8 +252,8 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
 fn validate_health_check(check: &HealthCheck) -> Result<(), ConfigError> {
     if !check.path.starts_with('/') {
         return Err(ConfigError::invalid(format!(
-            "health_check path {:?} must start with '/'",
-            check.path
+            "health_check path {} must start with '/'",
+            quoted(&check.path)
         )));
     }
     if check.interval.0.is_zero() || check.timeout.0.is_zero() {
@@ -297,11 +316,11 @@ fn validate_outlier(outlier: &OutlierDetection) -> Result<(), ConfigError> {
 /// Checks a route on its own (not whether its cluster exists); lower-cases its host.
 pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
     validate_name("route", &route.name)?;
-    let name = &route.name;
+    let name = quoted(&route.name);
     if !route.path_prefix.starts_with('/') {
         return Err(ConfigError::invalid(format!(
-            "route {name:?}: path_prefix {:?} must start with '/'",
-            route.path_prefix
+            "route {name}: path_prefix {} must start with '/'",
+            quoted(&route.path_prefix)
         )));
     }
     if route
@@ -310,8 +329,8 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
         .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?' || b == b'#')
     {
         return Err(ConfigError::invalid(format!(
-            "route {name:?}: path_prefix {:?} may not contain spaces, '?' or '#'",
-            route.path_prefix
+            "route {name}: path_prefix {} may not contain spaces, '?' or '#'",
+            quoted(&route.path_prefix)
         )));
     }
     if let Some(rewrite) = &route.rewrite_prefix
@@ -321,7 +340,8 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
                 .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#'))
     {
         return Err(ConfigError::invalid(format!(
-            "route {name:?}: rewrite_prefix {rewrite:?} must start with '/' and have no spaces, '?' or '#'"
+            "route {name}: rewrite_prefix {} must start with '/' and have no spaces, '?' or '#'",
+            quoted(rewrite)
         )));
     }
     if let Some(host) = &mut route.host {
@@ -332,13 +352,14 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*');
         if !valid {
             return Err(ConfigError::invalid(format!(
-                "route {name:?}: host {host:?} must be a host name without port (letters, digits, '-', '.')"
+                "route {name}: host {} must be a host name without port (letters, digits, '-', '.')",
+                quoted(host)
             )));
         }
         *host = host.to_ascii_lowercase();
     }
     validate_name("cluster", &route.cluster)
-        .map_err(|e| ConfigError::invalid(format!("route {name:?}: {}", e.message)))?;
+        .map_err(|e| ConfigError::invalid(format!("route {name}: {}", e.message)))?;
     Ok(())
 }
 
@@ -352,8 +373,8 @@ pub fn validate_config(config: &mut Config) -> Result<Vec<Vec<MemberAddr>>, Conf
         addrs.push(normalize_cluster(cluster)?);
         if !names.insert(cluster.name.as_str()) {
             return Err(ConfigError::invalid(format!(
-                "cluster {:?} appears twice",
-                cluster.name
+                "cluster {} appears twice",
+                quoted(&cluster.name)
             )));
         }
     }
@@ -363,20 +384,26 @@ pub fn validate_config(config: &mut Config) -> Result<Vec<Vec<MemberAddr>>, Conf
         normalize_route(route)?;
         if !names.contains(route.cluster.as_str()) {
             return Err(ConfigError::invalid(format!(
-                "route {:?}: cluster {:?} does not exist",
-                route.name, route.cluster
+                "route {}: cluster {} does not exist",
+                quoted(&route.name),
+                quoted(&route.cluster)
             )));
         }
         if !route_names.insert(route.name.as_str()) {
             return Err(ConfigError::invalid(format!(
-                "route {:?} appears twice",
-                route.name
+                "route {} appears twice",
+                quoted(&route.name)
             )));
         }
         if !matches.insert((route.host.as_deref(), route.path_prefix.as_str())) {
             return Err(ConfigError::invalid(format!(
-                "route {:?}: another route already matches host {:?} and path_prefix {:?}",
-                route.name, route.host, route.path_prefix
+                "route {}: another route already matches host {} and path_prefix {}",
+                quoted(&route.name),
+                route
+                    .host
+                    .as_deref()
+                    .map_or("(any)".to_owned(), |h| quoted(h).to_string()),
+                quoted(&route.path_prefix)
             )));
         }
     }
@@ -407,9 +434,19 @@ mod tests {
             "http://a:1?x",
             "http://:80",
             "x",
+            "http://a:0",
+            "http://a:65536",
+            "http://127.0.0.1:99999",
+            "http://a:+80",
+            "http://a:8o",
+            "http://[::1]:70000",
         ] {
             assert!(parse_member_url(bad).is_err(), "{bad} should be refused");
         }
+        let err = parse_member_url("http://127.0.0.1:99999").unwrap_err();
+        assert!(err.message.contains("port \"99999\""), "{err}");
+        assert_eq!(parse_member_url("http://a:65535").unwrap().port, 65535);
+        assert_eq!(parse_member_url("https://[::1]").unwrap().port, 443);
     }
 
     #[test]

@@ -438,7 +438,7 @@ async fn every_bad_input_is_a_json_error_and_changes_nothing() {
             "/api/v2/clusters",
             None,
             StatusCode::NOT_FOUND,
-            "no such endpoint: GET /api/v2/clusters",
+            "no such endpoint: GET \"/api/v2/clusters\"",
         ),
         (
             "POST",
@@ -544,4 +544,450 @@ async fn waiting_with_no_replica_answers_at_once() {
     assert_eq!((status, body), (StatusCode::OK, json!({ "version": 1 })));
     let (status, body) = app.call("GET", "/api/v1/dataplanes", None).await;
     assert_eq!((status, body), (StatusCode::OK, json!([])));
+}
+
+impl TestApp {
+    /// The value of one sample (`name{labels}`) on `/metrics`.
+    async fn sample(&self, series: &str) -> u64 {
+        let (status, body) = self.call("GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = body.as_str().unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    }
+
+    /// Every `switchyard_config_writes_total{result="rejected",…}` summed.
+    async fn rejected_writes(&self) -> u64 {
+        let (_, body) = self.call("GET", "/metrics", None).await;
+        body.as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("switchyard_config_writes_total{result=\"rejected\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    /// `call`, which must answer `status` with an error that says `says`,
+    /// leaving the version and the config as they were.
+    async fn refused(&self, method: &str, uri: &str, body: Value, status: StatusCode, says: &str) {
+        let before = self.store.current();
+        let (got, answer) = self.call(method, uri, Some(body)).await;
+        assert_eq!(got, status, "{method} {uri}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(says),
+            "{method} {uri}: {error:?} should say {says:?}"
+        );
+        let after = self.store.current();
+        assert_eq!(after.version, before.version, "{method} {uri}");
+        assert_eq!(after.config, before.config, "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn member_ports_outside_1_to_65535_are_refused() {
+    let app = TestApp::seeded().await;
+    for port in ["0", "65536", "99999", "80a", "abc", "-1", "+80", ""] {
+        let url = format!("http://127.0.0.1:{port}");
+        let says = if port.is_empty() {
+            "the port is empty".to_owned()
+        } else if port == "0" {
+            "port \"0\"".to_owned()
+        } else {
+            format!("port \"{port}\"")
+        };
+        let (status, answer) = app
+            .call(
+                "POST",
+                "/api/v1/clusters/c/members",
+                Some(json!({ "url": url })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        // "80a", "abc" and "-1" are refused by the URL parser already.
+        assert!(
+            error.contains(&says) || error.contains("not a URL"),
+            "{url}: {error}"
+        );
+        app.refused(
+            "PUT",
+            "/api/v1/clusters/d",
+            json!({ "members": [ { "url": url } ] }),
+            StatusCode::BAD_REQUEST,
+            "member url",
+        )
+        .await;
+    }
+    for port in ["0", "65536", "99999"] {
+        app.refused(
+            "POST",
+            "/api/v1/clusters/c/members",
+            json!({ "url": format!("http://127.0.0.1:{port}") }),
+            StatusCode::BAD_REQUEST,
+            &format!("port \"{port}\" is not a number from 1 to 65535"),
+        )
+        .await;
+    }
+    assert_eq!(
+        app.store
+            .current()
+            .config
+            .cluster("c")
+            .unwrap()
+            .members
+            .len(),
+        1
+    );
+    let (status, body) = app
+        .call(
+            "POST",
+            "/api/v1/clusters/c/members",
+            Some(json!({ "url": "http://127.0.0.1:65535" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], "127.0.0.1:65535");
+}
+
+#[tokio::test]
+async fn arrays_are_refused_where_objects_belong_at_any_depth() {
+    let app = TestApp::seeded().await;
+    let member = json!({ "url": "http://127.0.0.1:8090" });
+    let cases = [
+        ("PUT", "/api/v1/clusters/x", json!(["x", "round_robin", []])),
+        (
+            "PUT",
+            "/api/v1/clusters/x",
+            json!({ "members": [["", "http://127.0.0.1:8090", 1, "active"]] }),
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/x",
+            json!({ "retry": [1, ["error"]] }),
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/x",
+            json!({ "outlier_detection": [5] }),
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/x",
+            json!({ "health_check": ["/"] }),
+        ),
+        (
+            "POST",
+            "/api/v1/clusters/c/members",
+            json!(["", "http://127.0.0.1:8090"]),
+        ),
+        (
+            "PATCH",
+            "/api/v1/clusters/c/members/127.0.0.1:8080",
+            json!([2]),
+        ),
+        ("PUT", "/api/v1/routes/r", json!(["r", null, "/r/", "c"])),
+        ("PUT", "/api/v1/config", json!([[], []])),
+        (
+            "PUT",
+            "/api/v1/config",
+            json!({ "clusters": [["x", "round_robin", [member]]] }),
+        ),
+        (
+            "PUT",
+            "/api/v1/config",
+            json!({ "clusters": [{ "name": "x", "members": [["", "http://127.0.0.1:8090"]] }] }),
+        ),
+        (
+            "PUT",
+            "/api/v1/config",
+            json!({ "routes": [["r", null, "/r/", "c"]] }),
+        ),
+    ];
+    for (method, uri, body) in cases {
+        app.refused(
+            method,
+            uri,
+            body,
+            StatusCode::BAD_REQUEST,
+            "invalid type: sequence, expected a",
+        )
+        .await;
+    }
+    assert!(app.store.current().config.cluster("x").is_none());
+}
+
+#[tokio::test]
+async fn a_huge_input_gives_a_short_error() {
+    let app = TestApp::seeded().await;
+    let huge = "n".repeat(10 * 1024 * 1024);
+    let cases = [
+        (
+            "PUT",
+            "/api/v1/config",
+            json!({ "clusters": [{ "name": huge }] }),
+            "cluster name \"nnnn",
+        ),
+        (
+            "PUT",
+            "/api/v1/config",
+            json!({ "clusters": [{ "name": "c" }], "routes": [{ "name": huge, "path_prefix": "/", "cluster": "c" }] }),
+            "route name \"nnnn",
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/c",
+            json!({ "name": huge }),
+            "in the body differs",
+        ),
+        (
+            "POST",
+            "/api/v1/clusters/c/members",
+            json!({ "url": format!("http://{huge}") }),
+            "member url \"http://nnnn",
+        ),
+        (
+            "POST",
+            "/api/v1/clusters/c/members",
+            json!({ "url": "http://127.0.0.1:1", "id": huge }),
+            "member id \"nnnn",
+        ),
+        (
+            "PUT",
+            "/api/v1/routes/web",
+            json!({ "path_prefix": huge, "cluster": "c" }),
+            "path_prefix \"nnnn",
+        ),
+        (
+            "PUT",
+            "/api/v1/routes/web",
+            json!({ "path_prefix": "/", "cluster": huge }),
+            "cluster name \"nnnn",
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/c",
+            json!({ "connect_timeout": huge }),
+            "invalid duration \"nnnn",
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/c",
+            json!({ huge.clone(): 1 }),
+            "`, expected one of `name`",
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/c",
+            json!({ "policy": huge }),
+            "`, expected `round_robin`",
+        ),
+    ];
+    for (method, uri, body, says) in cases {
+        let (status, answer) = app.call(method, uri, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri} ({says})");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(says), "{method} {uri}: {error}");
+        assert!(
+            error.len() < 1200,
+            "{method} {uri}: {} bytes: {error}",
+            error.len()
+        );
+    }
+    assert_eq!(app.version().await, 2);
+}
+
+#[tokio::test]
+async fn retry_idle_timeout_and_outlier_detection_take_defaults_and_round_trip() {
+    let app = TestApp::seeded().await;
+    let (status, cluster) = app.call("GET", "/api/v1/clusters/c", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cluster["idle_timeout"], "1m");
+    assert_eq!(
+        cluster["retry"],
+        json!({
+            "max_retries": 1, "retry_on": ["error", "timeout"], "per_try_timeout": null,
+            "budget_percent": 20, "budget_min_per_second": 10,
+        })
+    );
+    assert_eq!(cluster["outlier_detection"], Value::Null);
+
+    // Omitted fields inside the objects take their defaults too.
+    let (status, body) = app
+        .call(
+            "PUT",
+            "/api/v1/clusters/c",
+            Some(json!({ "retry": { "max_retries": 0 }, "outlier_detection": {} })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, cluster) = app.call("GET", "/api/v1/clusters/c", None).await;
+    assert_eq!(cluster["retry"]["max_retries"], 0);
+    assert_eq!(cluster["retry"]["budget_percent"], 20);
+    assert_eq!(
+        cluster["outlier_detection"],
+        json!({
+            "consecutive_failures": 5, "base_ejection": "30s", "max_ejection": "5m",
+            "max_ejected_percent": 50,
+        })
+    );
+
+    let set = json!({
+        "members": [ { "url": "http://127.0.0.1:8080" } ],
+        "idle_timeout": "15s",
+        "retry": {
+            "max_retries": 3, "retry_on": ["error", "http_502", "http_503", "http_504"],
+            "per_try_timeout": "2s", "budget_percent": 50, "budget_min_per_second": 1,
+        },
+        "outlier_detection": {
+            "consecutive_failures": 2, "base_ejection": "1s", "max_ejection": "10s",
+            "max_ejected_percent": 100,
+        },
+    });
+    let (status, body) = app
+        .call("PUT", "/api/v1/clusters/c", Some(set.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let version = app.version().await;
+    let (_, cluster) = app.call("GET", "/api/v1/clusters/c", None).await;
+    for field in ["idle_timeout", "retry", "outlier_detection"] {
+        assert_eq!(cluster[field], set[field], "{field}");
+    }
+    // What GET shows is what PUT takes: sent back, it changes nothing.
+    let (status, body) = app.call("PUT", "/api/v1/clusters/c", Some(cluster)).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "version": version }))
+    );
+    let (_, config) = app.call("GET", "/api/v1/config", None).await;
+    let (status, body) = app.call("PUT", "/api/v1/config", Some(config)).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "version": version }))
+    );
+}
+
+#[tokio::test]
+async fn invalid_retry_idle_timeout_and_outlier_values_name_the_field() {
+    let app = TestApp::seeded().await;
+    let cases = [
+        (
+            json!({ "retry": { "max_retries": 99 } }),
+            "retry max_retries must be 0..=10, got 99",
+        ),
+        (
+            json!({ "retry": { "budget_percent": 101 } }),
+            "retry budget_percent must be 0..=100, got 101",
+        ),
+        (
+            json!({ "retry": { "retry_on": ["http_500"] } }),
+            "unknown variant `http_500`",
+        ),
+        (
+            json!({ "retry": { "per_try_timeout": "0s" } }),
+            "retry per_try_timeout must be greater than 0",
+        ),
+        (
+            json!({ "retry": { "retries": 2 } }),
+            "unknown field `retries`",
+        ),
+        (
+            json!({ "outlier_detection": { "consecutive_failures": 0 } }),
+            "outlier_detection consecutive_failures must be at least 1",
+        ),
+        (
+            json!({ "outlier_detection": { "max_ejected_percent": 101 } }),
+            "outlier_detection max_ejected_percent must be 0..=100",
+        ),
+        (
+            json!({ "outlier_detection": { "base_ejection": "1m", "max_ejection": "10s" } }),
+            "outlier_detection base_ejection must be greater than 0 and at most max_ejection",
+        ),
+        (
+            json!({ "idle_timeout": "0s" }),
+            "idle_timeout must be greater than 0",
+        ),
+        (
+            json!({ "idle_timeout": "later" }),
+            "invalid duration \"later\"",
+        ),
+    ];
+    for (body, says) in cases {
+        app.refused(
+            "PUT",
+            "/api/v1/clusters/c",
+            body,
+            StatusCode::BAD_REQUEST,
+            says,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn every_refused_write_is_counted_with_its_reason() {
+    let app = TestApp::seeded().await;
+    let reason =
+        |r: &str| format!("switchyard_config_writes_total{{result=\"rejected\",reason=\"{r}\"}}");
+    assert_eq!(app.rejected_writes().await, 0);
+    // Refused while the body is read.
+    app.raw("PUT", "/api/v1/clusters/x", Some("{}"), Some("text/plain"))
+        .await;
+    app.raw(
+        "PUT",
+        "/api/v1/clusters/x",
+        Some("{\"members\": ["),
+        Some("application/json"),
+    )
+    .await;
+    app.call(
+        "PUT",
+        "/api/v1/clusters/x",
+        Some(json!({ "colour": "red" })),
+    )
+    .await;
+    app.call("PUT", "/api/v1/clusters/x", Some(json!(["x"])))
+        .await;
+    // Refused by the handler before the store, and by the store.
+    app.call(
+        "POST",
+        "/api/v1/clusters/c/members",
+        Some(json!({ "url": "http://a:99999" })),
+    )
+    .await;
+    app.call("PUT", "/api/v1/clusters/bad.name", Some(json!({})))
+        .await;
+    app.call("DELETE", "/api/v1/clusters/nope", None).await;
+    app.call("DELETE", "/api/v1/clusters/c", None).await;
+    app.call("DELETE", "/api/v1/routes/web?wait=soon", None)
+        .await;
+    app.call("PUT", "/api/v1/nothing", Some(json!({}))).await;
+    // Reads and good writes are not refusals.
+    app.call("GET", "/api/v1/clusters/nope", None).await;
+    app.call(
+        "PUT",
+        "/api/v1/clusters/c",
+        Some(json!({ "members": [ { "url": "http://127.0.0.1:8080" } ] })),
+    )
+    .await;
+
+    assert_eq!(app.sample(&reason("content_type")).await, 1);
+    assert_eq!(app.sample(&reason("json_syntax")).await, 1);
+    assert_eq!(app.sample(&reason("json_data")).await, 2);
+    assert_eq!(app.sample(&reason("invalid")).await, 3);
+    assert_eq!(app.sample(&reason("not_found")).await, 1);
+    assert_eq!(app.sample(&reason("conflict")).await, 1);
+    assert_eq!(app.sample(&reason("no_such_endpoint")).await, 1);
+    assert_eq!(app.rejected_writes().await, 10);
+    assert_eq!(
+        app.sample("switchyard_config_writes_total{result=\"unchanged\"}")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.sample("switchyard_config_writes_total{result=\"applied\"}")
+            .await,
+        2
+    );
 }

@@ -189,4 +189,21 @@ fn an_invalid_bootstrap_names_the_file_and_the_problem() {
         .unwrap_err()
         .to_string();
     assert!(text.contains("unknown field `clustres`"), "{text}");
+
+    // Arrays where objects belong, at the top and inside.
+    for array in [
+        r#"[[], []]"#,
+        r#"{ "clusters": [ ["c", "round_robin", []] ] }"#,
+        r#"{ "clusters": [ { "name": "c", "members": [ ["", "http://127.0.0.1:1"] ] } ] }"#,
+    ] {
+        std::fs::write(&boot, array).unwrap();
+        let text = Store::open_blocking(&dir.join("state.json"), Some(&boot))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("invalid type: sequence"), "{array}: {text}");
+        assert!(
+            !dir.join("state.json").exists(),
+            "{array}: nothing is created"
+        );
+    }
 }

@@ -19,6 +19,51 @@ use tracing::{debug, warn};
 
 use crate::config::apply::State;
 
+/// The admin endpoints: the one list that `handle` serves and `--help` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Healthz,
+    Readyz,
+    Config,
+    Members,
+    Metrics,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::Healthz,
+        Endpoint::Readyz,
+        Endpoint::Config,
+        Endpoint::Members,
+        Endpoint::Metrics,
+    ];
+
+    pub const fn path(self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "/healthz",
+            Endpoint::Readyz => "/readyz",
+            Endpoint::Config => "/config",
+            Endpoint::Members => "/members",
+            Endpoint::Metrics => "/metrics",
+        }
+    }
+
+    /// What it answers, for `--help`.
+    pub const fn what(self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "liveness",
+            Endpoint::Readyz => "ready once a snapshot is applied",
+            Endpoint::Config => "the version and hash it runs",
+            Endpoint::Members => "member health",
+            Endpoint::Metrics => "Prometheus metrics",
+        }
+    }
+
+    fn from_path(path: &str) -> Option<Self> {
+        Endpoint::ALL.into_iter().find(|e| e.path() == path)
+    }
+}
+
 /// Serves the admin endpoint until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -57,9 +102,10 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     let running = state.running();
-    match request.uri().path() {
-        "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
-        "/readyz" => match running {
+    let path = request.uri().path();
+    match Endpoint::from_path(path) {
+        Some(Endpoint::Healthz) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        Some(Endpoint::Readyz) => match running {
             Some(running) => json(
                 StatusCode::OK,
                 serde_json::json!({"status": "ready", "version": running.version}),
@@ -69,7 +115,7 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 serde_json::json!({"status": "not ready", "error": "no snapshot applied yet (no cache and no control plane)"}),
             ),
         },
-        "/config" => match running {
+        Some(Endpoint::Config) => match running {
             Some(running) => json(
                 StatusCode::OK,
                 serde_json::json!({
@@ -84,7 +130,7 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 serde_json::json!({"node_id": state.node_id, "version": 0, "error": "no snapshot applied yet"}),
             ),
         },
-        "/metrics" => {
+        Some(Endpoint::Metrics) => {
             let mut response =
                 Response::new(Full::new(Bytes::from(crate::admin::metrics::render(state))));
             response.headers_mut().insert(
@@ -93,7 +139,7 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
             );
             response
         }
-        "/members" => json(
+        Some(Endpoint::Members) => json(
             StatusCode::OK,
             serde_json::Value::Array(
                 state
@@ -111,9 +157,13 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                     .collect(),
             ),
         ),
-        path => json(
+        None => json(
             StatusCode::NOT_FOUND,
-            serde_json::json!({"error": format!("no admin endpoint at {path}")}),
+            serde_json::json!({"error": format!(
+                "no admin endpoint at {}; there are {}",
+                switchyard_shared::text::quoted(path),
+                Endpoint::ALL.map(Endpoint::path).join(", ")
+            )}),
         ),
     }
 }
