@@ -1,112 +1,266 @@
 //! Accepting client connections (HTTP/1.1 and h2c on the same port) and
-//! handing each request to the proxy; graceful shutdown: stop accepting, let
-//! requests in flight finish within a grace period, then close.
+//! handing each request to the proxy, under the client-side clocks and limits
+//! ([`ClientLimits`]); the drain on shutdown: stop accepting (after what is
+//! already queued), let requests in flight finish within `--drain-timeout`,
+//! closing kept-alive connections after their current response.
+
+mod connection;
 
 use std::convert::Infallible;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admin::metrics::{self, ClientLimit};
+use crate::listener::connection::{Activity, Tracked};
 use crate::proxy::{ClientInfo, Proxy};
 
-/// A client that sends its headers slower than this is cut off.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a new connection is read at once to tell HTTP/1.1 from h2c.
 const SNIFF_BUFFER: usize = 2048;
 /// What an h2c connection with prior knowledge opens with (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// What a client over `--max-connections` gets before its socket is closed.
+const REFUSED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-/// Serves the proxy on `listener` until `shutdown` turns true, then drains for up to `grace`.
+/// The client-side clocks and limits (flags; defaults as nginx users expect).
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// A request head must arrive within this from its first byte (or, for a
+    /// connection's first request, from the accept): nginx `client_header_timeout`.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this: nginx
+    /// `keepalive_timeout`; for h2c, no stream open (GOAWAY).
+    pub keepalive_timeout: Duration,
+    /// Open client connections per replica; more are refused with a 503.
+    pub max_connections: usize,
+    /// The most bytes of a request head (request line included): 431 beyond.
+    pub max_header_size: usize,
+    /// The most header lines of a request: 431 beyond.
+    pub max_headers: usize,
+    /// h2: concurrent streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub h2_max_concurrent_streams: u32,
+    /// h2: the most bytes of a header list, CONTINUATION frames included.
+    pub h2_max_header_list_size: u32,
+    /// h2: streams the client may reset before they are accepted before GOAWAY (rapid reset).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// h2: streams this side may reset for the client's errors before GOAWAY.
+    pub h2_max_local_error_reset_streams: usize,
+    /// How long requests in flight may take to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+            max_header_size: 32 * 1024,
+            max_headers: 100,
+            h2_max_concurrent_streams: 128,
+            h2_max_header_list_size: 32 * 1024,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the workers of a replica share: the limits and the open connections.
+#[derive(Debug)]
+pub struct Clients {
+    pub limits: ClientLimits,
+    open: AtomicUsize,
+}
+
+impl Clients {
+    pub fn new(limits: ClientLimits) -> Arc<Self> {
+        Arc::new(Clients {
+            limits,
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    /// Counts a new connection in, unless the replica is at `--max-connections`.
+    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admitted(self.clone()))
+    }
+}
+
+/// An open client connection, counted until dropped.
+struct Admitted(Arc<Clients>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves the proxy on `listener` until `shutdown` turns true, then drains
+/// for up to `--drain-timeout`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    clients: Arc<Clients>,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
 ) {
-    let builders = Arc::new(Builders::new());
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&clients.limits));
+    let connections = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    warn!(%error, "Accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = crate::stopped(&mut shutdown) => break,
         };
-        // TCP_NODELAY is inherited from the listener (see `bind_workers`).
-        let client = Arc::new((
-            proxy.clone(),
-            ClientInfo {
-                ip: HeaderValue::try_from(peer.ip().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            },
-        ));
-        let service = service_fn(move |request| {
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(client.0.handle(request, &client.1).await) }
-        });
-        let (builders, watcher) = (builders.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let (protocol, io) =
-                match tokio::time::timeout(HEADER_READ_TIMEOUT, sniff(stream)).await {
-                    Ok(Ok(Some(sniffed))) => sniffed,
-                    Ok(Ok(None)) => return,
-                    Ok(Err(error)) => {
-                        debug!(client.addr = %peer, %error, "Reading the first bytes failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(client.addr = %peer, "Client sent nothing in time");
-                        return;
-                    }
-                };
-            let io = TokioIo::new(io);
-            let served = match protocol {
-                Protocol::Http1 => {
-                    watcher
-                        .watch(builders.http1.serve_connection(io, service))
-                        .await
+        match accepted {
+            Ok((stream, peer)) => {
+                let serving = serve_stream(stream, peer, &proxy, &clients, &builders, &shutdown);
+                if let Some(serving) = serving {
+                    connections.spawn(serving);
                 }
-                Protocol::Http2 => {
-                    watcher
-                        .watch(builders.http2.serve_connection(io, service))
-                        .await
-                }
-            };
-            if let Err(error) = served {
-                debug!(client.addr = %peer, %error, "Connection ended with an error");
             }
-        });
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                warn!(%error, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // What the kernel already queued is served (one request each) rather than
+    // reset when the listener closes.
+    while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+        if let Some(serving) = serve_stream(stream, peer, &proxy, &clients, &builders, &shutdown) {
+            connections.spawn(serving);
+        }
     }
     drop(listener);
-    info!("Draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
+    connections.close();
+    info!(connections = connections.len(), "Draining connections");
+    let grace = clients.limits.drain_timeout;
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
         warn!(
             ?grace,
-            "Grace period over; closing the remaining connections"
+            "Drain timeout over; closing the remaining connections"
         );
     }
+}
+
+/// The task serving one accepted connection, or `None` when it was refused.
+fn serve_stream(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    proxy: &Arc<Proxy>,
+    clients: &Arc<Clients>,
+    builders: &Arc<Builders>,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let Some(admitted) = clients.admit() else {
+        metrics::client_limit(ClientLimit::MaxConnections);
+        debug!(client.addr = %peer, "Refusing a connection: --max-connections reached");
+        // One non-blocking write; whatever the socket takes. Then closed.
+        drop(stream.try_write(REFUSED));
+        return None;
+    };
+    // TCP_NODELAY is inherited from the listener (see `bind_workers`).
+    let client = Arc::new((
+        proxy.clone(),
+        ClientInfo {
+            ip: HeaderValue::try_from(peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        },
+    ));
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |request| {
+            let client = client.clone();
+            let busy = activity.start_request();
+            async move {
+                let response = client.0.handle(request, &client.1).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+            }
+        })
+    };
+    let (builders, clients, shutdown) = (builders.clone(), clients.clone(), shutdown.clone());
+    Some(async move {
+        let _admitted = admitted;
+        let limits = &clients.limits;
+        let (protocol, io) = match tokio::time::timeout(limits.header_timeout, sniff(stream)).await
+        {
+            Ok(Ok(Some(sniffed))) => sniffed,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                debug!(client.addr = %peer, %error, "Reading the first bytes failed");
+                return;
+            }
+            Err(_) => {
+                metrics::client_limit(ClientLimit::HeaderTimeout);
+                debug!(client.addr = %peer, "Client sent nothing in time");
+                return;
+            }
+        };
+        let io = TokioIo::new(io.with_activity(activity.clone()));
+        let served = match protocol {
+            Protocol::Http1 => {
+                let conn = builders.http1.serve_connection(io, service);
+                connection::drive(
+                    conn,
+                    |conn| conn.graceful_shutdown(),
+                    &activity,
+                    limits,
+                    protocol,
+                    shutdown,
+                )
+                .await
+            }
+            Protocol::Http2 => {
+                let conn = builders.http2.serve_connection(io, service);
+                connection::drive(
+                    conn,
+                    |conn| conn.graceful_shutdown(),
+                    &activity,
+                    limits,
+                    protocol,
+                    shutdown,
+                )
+                .await
+            }
+        };
+        if let Err(error) = served {
+            let limit = match protocol {
+                _ if error.is_parse_too_large() => Some(ClientLimit::HeadTooLarge),
+                _ if error.is_parse() => Some(ClientLimit::Malformed),
+                Protocol::Http2 => Some(ClientLimit::H2Protocol),
+                Protocol::Http1 => None,
+            };
+            if let Some(limit) = limit {
+                metrics::client_limit(limit);
+            }
+            debug!(client.addr = %peer, %error, "Connection ended with an error");
+        }
+    })
 }
 
 /// The connection builders of one worker, made once.
@@ -116,21 +270,29 @@ struct Builders {
 }
 
 impl Builders {
-    fn new() -> Self {
+    fn new(limits: &ClientLimits) -> Self {
         let mut http1 = http1::Builder::new();
+        // The header clock is the connection's own (see `connection`).
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(64 * 1024);
+            .header_read_timeout(None)
+            .max_headers(limits.max_headers)
+            .max_header_size(limits.max_header_size)
+            .max_buf_size(limits.max_header_size.max(64 * 1024));
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2.timer(TokioTimer::new()).max_concurrent_streams(256);
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(limits.h2_max_header_list_size)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams);
         Builders { http1, http2 }
     }
 }
 
 /// Which protocol a client connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(crate) enum Protocol {
     Http1,
     /// h2c with prior knowledge: the connection opens with the HTTP/2 preface.
     Http2,
@@ -159,7 +321,14 @@ async fn sniff(mut stream: TcpStream) -> std::io::Result<Option<(Protocol, Clien
         Protocol::Http1
     };
     let prefix = first.freeze();
-    Ok(Some((protocol, ClientIo { prefix, stream })))
+    Ok(Some((
+        protocol,
+        ClientIo {
+            prefix,
+            stream,
+            activity: None,
+        },
+    )))
 }
 
 /// A client connection: the bytes [`sniff`] read, then the socket.
@@ -169,6 +338,15 @@ async fn sniff(mut stream: TcpStream) -> std::io::Result<Option<(Protocol, Clien
 struct ClientIo {
     prefix: Bytes,
     stream: TcpStream,
+    /// Told of reads: the first byte of a request head starts its clock.
+    activity: Option<Arc<Activity>>,
+}
+
+impl ClientIo {
+    fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
 }
 
 impl AsyncRead for ClientIo {
@@ -178,8 +356,20 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty()
+            && let Some(activity) = &this.activity
+        {
+            activity.read();
+        }
         if this.prefix.is_empty() {
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+            if buf.filled().len() > before
+                && let Some(activity) = &this.activity
+            {
+                activity.read();
+            }
+            return polled;
         }
         let chunk = if buf.remaining() >= this.prefix.len() {
             // Taken whole, so the buffer is freed as soon as it is used.

@@ -2,8 +2,10 @@
 //! respond (or on-error). See DESIGN.md, "The data plane's request path".
 
 pub mod body;
+pub mod request;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,9 +18,10 @@ use crate::admin::metrics;
 use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::proxy::body::ProxyBody;
+use crate::proxy::request::RequestError;
 use crate::upstream::SendError;
-use crate::upstream::body::{BodyProgress, UpstreamBody};
-use crate::upstream::exchange::Exchange;
+use crate::upstream::body::{BodyProgress, ClientBodyError, UpstreamBody};
+use crate::upstream::exchange::{Exchange, ExchangeError};
 use crate::upstream::h1::ResponseHead;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -27,6 +30,11 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The default of `--max-uri-length` (nginx's 8 KiB header line).
+pub const DEFAULT_MAX_URI: usize = 8 * 1024;
+/// The default of `--client-body-timeout` (nginx's `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 static URI_HEADER: HeaderName = HeaderName::from_static("uri");
 
 /// The proxy: the current table and what every request needs besides it.
@@ -35,6 +43,10 @@ pub struct Proxy {
     table: Arc<ArcSwapOption<Table>>,
     /// `X-Forwarded-Server`: this replica's name, as Apache sends its `ServerName`.
     server_name: HeaderValue,
+    /// The longest request target accepted (longer: 414).
+    max_uri: usize,
+    /// How long a client may send nothing in the middle of its body (408).
+    body_timeout: Duration,
 }
 
 /// What the proxy knows of the client connection a request came on.
@@ -60,6 +72,10 @@ pub enum ProxyError {
     Upstream { member: String, error: String },
     #[error("member {0:?} did not answer in time")]
     Timeout(String),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    ClientBody(ClientBodyError),
 }
 
 impl ProxyError {
@@ -72,11 +88,14 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Request(error) => error.status(),
+            ProxyError::ClientBody(error) => error.status(),
         }
     }
 
     fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
+        let close = matches!(self, ProxyError::Request(_) | ProxyError::ClientBody(_));
         let text = format!(
             "{} {}: {self}\n",
             status.as_u16(),
@@ -88,6 +107,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if close {
+            // What else the client sent on this connection cannot be trusted.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -96,7 +121,24 @@ impl Proxy {
     pub fn new(table: Arc<ArcSwapOption<Table>>, server_name: &str) -> Self {
         let server_name = HeaderValue::try_from(server_name)
             .unwrap_or_else(|_| HeaderValue::from_static("switchyard"));
-        Proxy { table, server_name }
+        Proxy {
+            table,
+            server_name,
+            max_uri: DEFAULT_MAX_URI,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+
+    /// Sets the longest request target accepted (`--max-uri-length`).
+    pub fn with_max_uri(mut self, max_uri: usize) -> Self {
+        self.max_uri = max_uri;
+        self
+    }
+
+    /// Sets how long a request body may stall (`--client-body-timeout`).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Serves one request; every failure becomes a response.
@@ -125,32 +167,24 @@ impl Proxy {
         // The request finishes on the table it started with, whatever is swapped in meanwhile.
         let table = self.table.load_full().ok_or(ProxyError::NoConfig)?;
         let (mut parts, body) = request.into_parts();
-        let host = client_host(&parts);
-        let route = route(&table, host.as_ref(), parts.uri.path())?;
+        let target = request::target(&parts, self.max_uri)?;
+        let host = target.host;
+        let path = target.path_and_query.path();
+        let route = route(&table, host.as_ref(), &request::match_path(path))?;
+        let matched = request::original_len(path, route.path_prefix.len());
         let cluster = &table.clusters[route.cluster];
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
         remove_hop_by_hop(&mut parts.headers);
-        parts.uri = Uri::from(rewrite_path(route, &parts.uri));
+        parts.uri = Uri::from(rewrite_path(route, &target.path_and_query, matched));
         add_forwarded(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
-        let (body, progress) = UpstreamBody::from_client(body);
+        let (body, progress) = UpstreamBody::from_client(body, self.body_timeout);
         let request = Request::from_parts(parts, body);
         let (member, head, exchange) =
             forward(cluster, route, request, progress, host.as_ref()).await?;
         Ok(respond(head, exchange, route, member, host.as_ref()))
     }
-}
-
-/// The host the client asked for: the `Host` header, or the URI's authority (HTTP/2).
-fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    if let Some(host) = parts.headers.get(header::HOST) {
-        return Some(host.clone());
-    }
-    parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
 /// Step 1: the route for the request's host and path.
@@ -164,24 +198,18 @@ fn route<'t>(
     Ok(&table.routes[index])
 }
 
-/// The path and query sent upstream: the route's prefix replaced by its `rewrite_prefix`.
-fn rewrite_path(route: &RouteEntry, uri: &Uri) -> PathAndQuery {
-    let original = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+/// The path and query sent upstream: the first `matched` bytes of the path
+/// (the route's prefix as the client spelled it) replaced by its `rewrite_prefix`.
+fn rewrite_path(route: &RouteEntry, original: &PathAndQuery, matched: usize) -> PathAndQuery {
     let Some(rewrite) = &route.rewrite_prefix else {
-        return original;
+        return original.clone();
     };
-    let rest = original
-        .as_str()
-        .get(route.path_prefix.len()..)
-        .unwrap_or("");
+    let rest = original.as_str().get(matched..).unwrap_or("");
     let mut path = String::with_capacity(rewrite.len() + rest.len());
     path.push_str(rewrite);
     path.push_str(rest);
     // Both halves are valid path characters, so the join is too.
-    PathAndQuery::try_from(path).unwrap_or(original)
+    PathAndQuery::try_from(path).unwrap_or_else(|_| original.clone())
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Host`,
@@ -301,6 +329,9 @@ async fn forward<'t>(
                 last_refusal = Some(format!("{}: {why}", member.shared.id));
                 tried.push(index);
                 request = *unsent;
+            }
+            Ok(Err(SendError::Exchange(ExchangeError::Client(error)))) => {
+                return Err(ProxyError::ClientBody(error));
             }
             Ok(Err(SendError::Exchange(error))) => {
                 let why = error_chain(&error);

@@ -1,0 +1,247 @@
+//! One client connection's clocks: what it is doing (requests in flight,
+//! idle since when, a next request head begun) and the watchdog that closes
+//! it when the header or keep-alive clock runs out, or drains it on shutdown.
+//!
+//! hyper's own `header_read_timeout` is not used: it starts as soon as the
+//! connection waits for a head, so it also caps the keep-alive idle time,
+//! and nginx users expect the two apart (`client_header_timeout` 60 s,
+//! `keepalive_timeout` 75 s).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::admin::metrics::{self, ClientLimit};
+use crate::listener::{ClientLimits, Protocol};
+
+/// After an h2 GOAWAY (idle or drain), how long a connection with no stream
+/// may keep the socket before it is closed without waiting for the client's
+/// PING answer, which a client that only sent its preface never gives.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// "No first byte yet" in [`Activity::first_byte`].
+const NONE: u64 = u64::MAX;
+
+/// What one connection is doing, shared by its I/O, its service and its watchdog.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `start` to when the last request ended.
+    idle_since: AtomicU64,
+    /// Milliseconds from `start` to the first byte read while idle ([`NONE`]).
+    first_byte: AtomicU64,
+    /// Whether a request was served (the first waits under the header clock).
+    served: AtomicBool,
+    changed: Notify,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            first_byte: AtomicU64::new(NONE),
+            served: AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
+    /// Called by the connection's reads: the first byte of a next request
+    /// head starts the header clock.
+    pub(crate) fn read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.first_byte.load(Ordering::Relaxed) == NONE
+        {
+            self.first_byte.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A request starts; it ends when the returned guard is dropped (with its
+    /// response body, or with the service future if the client went away).
+    pub(crate) fn start_request(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        Busy(self.clone())
+    }
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            activity
+                .idle_since
+                .store(activity.now_ms(), Ordering::Relaxed);
+            activity.first_byte.store(NONE, Ordering::Relaxed);
+            activity.served.store(true, Ordering::Relaxed);
+            activity.changed.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is
+/// sent (or dropped).
+#[derive(Debug)]
+pub(crate) struct Tracked<B> {
+    pub(crate) body: B,
+    pub(crate) _busy: Busy,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Drives a served connection to its end: closes it when a client clock runs
+/// out, and drains it (after its current request) once `shutdown` turns true.
+pub(crate) async fn drive<C>(
+    conn: C,
+    shut: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    limits: &ClientLimits,
+    protocol: Protocol,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    let mut draining = false;
+    let mut goaway = false;
+    loop {
+        let keepalive = if goaway {
+            GOAWAY_GRACE
+        } else {
+            limits.keepalive_timeout
+        };
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            reason = expired(activity, limits.header_timeout, keepalive, protocol) => {
+                if goaway {
+                    return Ok(());
+                }
+                metrics::client_limit(reason);
+                tracing::debug!(?reason, "Closing a client connection");
+                match protocol {
+                    // An h1 connection that expired has no request in flight.
+                    Protocol::Http1 => return Ok(()),
+                    Protocol::Http2 => {
+                        shut(conn.as_mut());
+                        goaway = true;
+                    }
+                }
+            }
+            () = drain_point(activity, protocol, &mut shutdown), if !draining => {
+                draining = true;
+                shut(conn.as_mut());
+                goaway = protocol == Protocol::Http2;
+            }
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true and the connection is at a point where
+/// closing it loses nothing: for h1, a request in flight (hyper then closes
+/// after its response, with `Connection: close`) or idle with no next head
+/// begun; a new connection is given its first request first (the header
+/// clock bounds the wait). h2 sends GOAWAY at once.
+async fn drain_point(
+    activity: &Activity,
+    protocol: Protocol,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    crate::stopped(shutdown).await;
+    if protocol == Protocol::Http2 {
+        return;
+    }
+    loop {
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+        let idle = activity.served.load(Ordering::Relaxed)
+            && activity.first_byte.load(Ordering::Relaxed) == NONE;
+        if busy || idle {
+            return;
+        }
+        changed.await;
+    }
+}
+
+/// Resolves when the connection has had no request in flight for too long:
+/// for h1, `header` from the first byte of a head (or from the start, for the
+/// first request) or `keepalive` from the last response with no byte since;
+/// for h2, `keepalive` with no stream open (PINGs and SETTINGS do not count).
+async fn expired(
+    activity: &Activity,
+    header: Duration,
+    keepalive: Duration,
+    protocol: Protocol,
+) -> ClientLimit {
+    loop {
+        // Enabled before the state is read, so no change is missed.
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            changed.await;
+            continue;
+        }
+        let idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
+        let first_byte = activity.first_byte.load(Ordering::Relaxed);
+        let (deadline, reason) = match protocol {
+            Protocol::Http2 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
+            Protocol::Http1 if first_byte != NONE => {
+                (activity.at(first_byte) + header, ClientLimit::HeaderTimeout)
+            }
+            Protocol::Http1 if !activity.served.load(Ordering::Relaxed) => {
+                (idle_since + header, ClientLimit::HeaderTimeout)
+            }
+            Protocol::Http1 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
+        };
+        if Instant::now() >= deadline {
+            return reason;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = changed => {}
+        }
+    }
+}
