@@ -132,6 +132,16 @@ impl DataPlane {
         self.process.kill9();
     }
 
+    /// SIGTERM: the replica drains and exits (see [`Self::exit_status`]).
+    pub fn terminate(&mut self) {
+        self.process.terminate();
+    }
+
+    /// How it exited, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.exit_status()
+    }
+
     /// Starts it again (after [`Self::kill9`]) on the same ports, with the same cache file.
     pub async fn start(&mut self) {
         let args = args(

@@ -16,6 +16,8 @@
 //! - [`raw_backend`]: [`spawn_raw_backend`], a member on a bare socket that
 //!   closes without answering, or answers garbage or a response written to
 //!   the byte.
+//! - [`raw_client`]: a client on a bare socket (two `Host` lines, absolute
+//!   form, trickled heads, stalled bodies, raw h2 frames).
 //! - [`payload`]: large bodies generated on the fly ([`payload::Payload`]) and a
 //!   streaming byte count and hash ([`payload::Checksum`]).
 //! - [`conn`]: connection-level HTTP/1.1 and h2c clients for streamed bodies.
@@ -40,6 +42,7 @@ pub mod load;
 pub mod payload;
 pub mod process;
 pub mod raw_backend;
+pub mod raw_client;
 pub mod tls_backend;
 
 pub use backend::{Backend, SeenRequest, spawn_backend};

@@ -233,6 +233,24 @@ impl ChildProcess {
         }
     }
 
+    /// Sends SIGTERM (with `kill -TERM`), without waiting for the exit.
+    pub fn terminate(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            let pid = child.id().to_string();
+            match std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+            {
+                Ok(status) if status.success() => {
+                    self.log
+                        .push(format!("[harness] {} sent SIGTERM", self.name));
+                }
+                Ok(status) => eprintln!("[harness] kill -TERM {pid}: {status}"),
+                Err(e) => eprintln!("[harness] cannot run kill -TERM {pid}: {e}"),
+            }
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.is_some() && self.exit_status().is_none()
     }

@@ -232,6 +232,12 @@ pub fn render(state: &State) -> String {
             REFUSED.load(Ordering::Relaxed),
         ),
         (
+            "switchyard_client_connections",
+            "gauge",
+            "Client connections open (capped by --max-connections).",
+            crate::listener::open_connections() as u64,
+        ),
+        (
             "switchyard_members",
             "gauge",
             "Members in the table.",

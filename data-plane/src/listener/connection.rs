@@ -26,6 +26,12 @@ use crate::listener::{ClientLimits, Protocol};
 /// PING answer, which a client that only sent its preface never gives.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
+/// On shutdown, how long an idle kept-alive h1 connection is left open
+/// before it is closed: a client that reuses it at once gets its request
+/// served (with `Connection: close`) instead of a reset, the race that
+/// closing an idle connection always has.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// "No first byte yet" in [`Activity::first_byte`].
 const NONE: u64 = u64::MAX;
 
@@ -180,8 +186,8 @@ where
 /// Resolves once `shutdown` is true and the connection is at a point where
 /// closing it loses nothing: for h1, a request in flight (hyper then closes
 /// after its response, with `Connection: close`) or idle with no next head
-/// begun; a new connection is given its first request first (the header
-/// clock bounds the wait). h2 sends GOAWAY at once.
+/// begun for [`DRAIN_LINGER`]; a new connection is given its first request
+/// first (the header clock bounds the wait). h2 sends GOAWAY at once.
 async fn drain_point(
     activity: &Activity,
     protocol: Protocol,
@@ -191,17 +197,29 @@ async fn drain_point(
     if protocol == Protocol::Http2 {
         return;
     }
+    let linger_from = Instant::now();
     loop {
         let changed = activity.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-        let idle = activity.served.load(Ordering::Relaxed)
-            && activity.first_byte.load(Ordering::Relaxed) == NONE;
-        if busy || idle {
+        if activity.in_flight.load(Ordering::Relaxed) > 0 {
             return;
         }
-        changed.await;
+        let idle = activity.served.load(Ordering::Relaxed)
+            && activity.first_byte.load(Ordering::Relaxed) == NONE;
+        if !idle {
+            changed.await;
+            continue;
+        }
+        let idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
+        let close_at = idle_since.max(linger_from) + DRAIN_LINGER;
+        if Instant::now() >= close_at {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(close_at) => {}
+            () = changed => {}
+        }
     }
 }
 

@@ -82,37 +82,42 @@ impl Default for ClientLimits {
     }
 }
 
-/// What the workers of a replica share: the limits and the open connections.
+/// Open client connections of the replica (one per process), all workers
+/// together: what `--max-connections` caps.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The client connections open now (the `switchyard_client_connections` gauge).
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// What the workers of a replica share: the limits.
 #[derive(Debug)]
 pub struct Clients {
     pub limits: ClientLimits,
-    open: AtomicUsize,
 }
 
 impl Clients {
     pub fn new(limits: ClientLimits) -> Arc<Self> {
-        Arc::new(Clients {
-            limits,
-            open: AtomicUsize::new(0),
-        })
+        Arc::new(Clients { limits })
     }
 
     /// Counts a new connection in, unless the replica is at `--max-connections`.
-    fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
-            self.open.fetch_sub(1, Ordering::AcqRel);
+    fn admit(&self) -> Option<Admitted> {
+        if OPEN.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+            OPEN.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Admitted(self.clone()))
+        Some(Admitted)
     }
 }
 
 /// An open client connection, counted until dropped.
-struct Admitted(Arc<Clients>);
+struct Admitted;
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        OPEN.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
