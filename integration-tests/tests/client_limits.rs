@@ -247,13 +247,38 @@ async fn heads_and_uris_over_the_limits_are_refused() {
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
     let answer = exchange(proxy, long.as_bytes()).await;
     assert_eq!(status_of(&answer), 414, "{answer}");
-    // Both Content-Length and Transfer-Encoding: the chunked framing is
-    // used, nothing after it is read as a request, the connection is closed.
-    let both = b"POST /both HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
-    let answer = exchange(proxy, both).await;
-    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
-    assert_eq!(backend.request_count(), 1, "only /both reached the member");
-    assert!(backend.requests().iter().all(|r| r.path != "/smuggled"));
+    // Both Content-Length and Transfer-Encoding (in either order, on a first
+    // or a kept-alive request): 400, the connection closed, nothing after it
+    // read as a request.
+    let both: [&[u8]; 3] = [
+        b"POST /both HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /both HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\ncontent-length: 40\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    for request in &both[..2] {
+        let answer = exchange(proxy, request).await;
+        assert_eq!(status_of(&answer), 400, "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    }
+    let mut stream = connect(proxy).await;
+    stream.write_all(both[2]).await.unwrap();
+    eventually("the first answer", Duration::from_secs(10), async || {
+        if backend.request_count() == 1 {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await;
+    stream.write_all(both[0]).await.unwrap();
+    let answers = read_until_closed(&mut stream, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let answers = String::from_utf8_lossy(&answers).into_owned();
+    assert_eq!(answers.matches("HTTP/1.1 200").count(), 1, "{answers}");
+    assert_eq!(answers.matches("HTTP/1.1 400").count(), 1, "{answers}");
+    assert_eq!(backend.request_count(), 1, "only /first reached the member");
+    assert!(limit_count(&fleet, "malformed").await >= 3);
     assert!(limit_count(&fleet, "head_too_large").await >= 2);
     assert!(limit_count(&fleet, "uri_too_long").await >= 1);
 }

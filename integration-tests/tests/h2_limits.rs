@@ -24,7 +24,9 @@ const END_HEADERS: u8 = 0x4;
 const GET_BLOCK: &[u8] = &[0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(payload.len()).expect("a small frame").to_be_bytes();
+    let length = u32::try_from(payload.len())
+        .expect("a small frame")
+        .to_be_bytes();
     let mut frame = vec![length[1], length[2], length[3], kind, flags];
     frame.extend_from_slice(&stream.to_be_bytes());
     frame.extend_from_slice(payload);

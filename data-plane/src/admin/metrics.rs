@@ -134,6 +134,7 @@ pub fn error(error: &ProxyError) {
             client_limit(match request {
                 RequestError::UriTooLong => ClientLimit::UriTooLong,
                 RequestError::AboveRoot => ClientLimit::BadPath,
+                RequestError::BothLengths => ClientLimit::Malformed,
                 RequestError::TwoHosts | RequestError::NoHost | RequestError::InvalidHost => {
                     ClientLimit::BadHost
                 }

@@ -46,7 +46,52 @@ pub(crate) struct Activity {
     first_byte: AtomicU64,
     /// Whether a request was served (the first waits under the header clock).
     served: AtomicBool,
+    /// Counts the requests ended: the head being read belongs to this one.
+    generation: AtomicU64,
+    /// `generation + 1` once the head being read had a `Content-Length` line.
+    content_length_in: AtomicU64,
     changed: Notify,
+}
+
+/// Looks for a `Content-Length` line in a request head as it is read, across
+/// reads: hyper reads a head with both it and `Transfer-Encoding` by the
+/// chunked framing and drops the length, so only the raw bytes tell.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScan {
+    generation: u64,
+    matched: usize,
+    /// The last bytes seen, to find the end of the head.
+    tail: u32,
+    ended: bool,
+}
+
+const CONTENT_LENGTH_LINE: &[u8] = b"\ncontent-length:";
+
+impl HeadScan {
+    /// Scans `bytes`; `true` if a `Content-Length` line ended in them.
+    fn scan(&mut self, bytes: &[u8]) -> bool {
+        let mut found = false;
+        for &byte in bytes {
+            if self.ended {
+                break;
+            }
+            self.tail = (self.tail << 8) | u32::from(byte);
+            if self.tail == u32::from_be_bytes(*b"\r\n\r\n") || self.tail & 0xffff == 0x0a0a {
+                self.ended = true;
+            }
+            let lower = byte.to_ascii_lowercase();
+            if CONTENT_LENGTH_LINE.get(self.matched) == Some(&lower) {
+                self.matched += 1;
+                if self.matched == CONTENT_LENGTH_LINE.len() {
+                    found = true;
+                    self.matched = 0;
+                }
+            } else {
+                self.matched = usize::from(lower == b'\n');
+            }
+        }
+        found
+    }
 }
 
 impl Activity {
@@ -57,6 +102,8 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NONE),
             served: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            content_length_in: AtomicU64::new(0),
             changed: Notify::new(),
         })
     }
@@ -69,15 +116,35 @@ impl Activity {
         self.start + Duration::from_millis(ms)
     }
 
-    /// Called by the connection's reads: the first byte of a next request
-    /// head starts the header clock.
-    pub(crate) fn read(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && self.first_byte.load(Ordering::Relaxed) == NONE
-        {
+    /// Called with the bytes each read of the connection got: the first byte
+    /// of a next request head starts the header clock, and the head is
+    /// scanned for a `Content-Length` line (h1; what comes while a request is
+    /// in flight is its body, or a pipelined head, which hyper handles alone).
+    pub(crate) fn read(&self, scan: &mut HeadScan, bytes: &[u8]) {
+        if self.in_flight.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if self.first_byte.load(Ordering::Relaxed) == NONE {
             self.first_byte.store(self.now_ms(), Ordering::Relaxed);
             self.changed.notify_waiters();
         }
+        let generation = self.generation.load(Ordering::Relaxed);
+        if scan.generation != generation {
+            *scan = HeadScan {
+                generation,
+                ..HeadScan::default()
+            };
+        }
+        if scan.scan(bytes) {
+            self.content_length_in
+                .store(generation + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the head of the request just parsed had a `Content-Length` line.
+    pub(crate) fn head_had_content_length(&self) -> bool {
+        self.content_length_in.load(Ordering::Relaxed)
+            == self.generation.load(Ordering::Relaxed) + 1
     }
 
     /// A request starts; it ends when the returned guard is dropped (with its
@@ -102,6 +169,7 @@ impl Drop for Busy {
                 .store(activity.now_ms(), Ordering::Relaxed);
             activity.first_byte.store(NONE, Ordering::Relaxed);
             activity.served.store(true, Ordering::Relaxed);
+            activity.generation.fetch_add(1, Ordering::Relaxed);
             activity.changed.notify_waiters();
         }
     }
@@ -261,5 +329,23 @@ async fn expired(
             () = tokio::time::sleep_until(deadline) => {}
             () = changed => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_length_line_is_found_across_reads_until_the_head_ends() {
+        let mut scan = HeadScan::default();
+        assert!(!scan.scan(b"POST / HTTP/1.1\r\nHost: x\r\nConTent-Le"));
+        assert!(scan.scan(b"ngth: 4\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        let mut scan = HeadScan::default();
+        assert!(!scan.scan(b"POST / HTTP/1.1\r\nX-A: content-length: 1\r\n\r\n"));
+        assert!(
+            !scan.scan(b"\r\ncontent-length: 1\r\n"),
+            "the body is not the head"
+        );
     }
 }

@@ -27,7 +27,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::admin::metrics::{self, ClientLimit};
-use crate::listener::connection::{Activity, Tracked};
+use crate::listener::connection::{Activity, HeadScan, Tracked};
+use crate::proxy::request::BothLengths;
 use crate::proxy::{ClientInfo, Proxy};
 
 /// How much of a new connection is read at once to tell HTTP/1.1 from h2c.
@@ -199,8 +200,16 @@ fn serve_stream(
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
-        service_fn(move |request| {
+        service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             let client = client.clone();
+            if request.version() == http::Version::HTTP_11
+                && request
+                    .headers()
+                    .contains_key(http::header::TRANSFER_ENCODING)
+                && activity.head_had_content_length()
+            {
+                request.extensions_mut().insert(BothLengths);
+            }
             let busy = activity.start_request();
             async move {
                 let response = client.0.handle(request, &client.1).await;
@@ -332,6 +341,7 @@ async fn sniff(mut stream: TcpStream) -> std::io::Result<Option<(Protocol, Clien
             prefix,
             stream,
             activity: None,
+            scan: HeadScan::default(),
         },
     )))
 }
@@ -345,6 +355,7 @@ struct ClientIo {
     stream: TcpStream,
     /// Told of reads: the first byte of a request head starts its clock.
     activity: Option<Arc<Activity>>,
+    scan: HeadScan,
 }
 
 impl ClientIo {
@@ -361,29 +372,26 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if !this.prefix.is_empty()
-            && let Some(activity) = &this.activity
-        {
-            activity.read();
-        }
-        if this.prefix.is_empty() {
-            let before = buf.filled().len();
-            let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-            if buf.filled().len() > before
-                && let Some(activity) = &this.activity
-            {
-                activity.read();
-            }
-            return polled;
-        }
-        let chunk = if buf.remaining() >= this.prefix.len() {
-            // Taken whole, so the buffer is freed as soon as it is used.
-            std::mem::take(&mut this.prefix)
+        let before = buf.filled().len();
+        let polled = if this.prefix.is_empty() {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
         } else {
-            this.prefix.split_to(buf.remaining())
+            let chunk = if buf.remaining() >= this.prefix.len() {
+                // Taken whole, so the buffer is freed as soon as it is used.
+                std::mem::take(&mut this.prefix)
+            } else {
+                this.prefix.split_to(buf.remaining())
+            };
+            buf.put_slice(&chunk);
+            Poll::Ready(Ok(()))
         };
-        buf.put_slice(&chunk);
-        Poll::Ready(Ok(()))
+        if let Some(activity) = &this.activity
+            && let Some(read) = buf.filled().get(before..)
+            && !read.is_empty()
+        {
+            activity.read(&mut this.scan, read);
+        }
+        polled
     }
 }
 

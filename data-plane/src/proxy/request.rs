@@ -24,7 +24,15 @@ pub enum RequestError {
     AboveRoot,
     #[error("the request target is too long")]
     UriTooLong,
+    #[error("both Content-Length and Transfer-Encoding")]
+    BothLengths,
 }
+
+/// Set by the listener on a request whose head had both `Content-Length` and
+/// `Transfer-Encoding` (hyper keeps only the latter): refused with 400, as a
+/// request smuggling attempt (RFC 9112 §6.1 allows it; nginx does it).
+#[derive(Debug, Clone, Copy)]
+pub struct BothLengths;
 
 impl RequestError {
     pub fn status(self) -> StatusCode {
@@ -47,6 +55,9 @@ pub struct Target {
 
 /// Checks the request's host and path; `max_uri` bounds the request target.
 pub fn target(parts: &Parts, max_uri: usize) -> Result<Target, RequestError> {
+    if parts.extensions.get::<BothLengths>().is_some() {
+        return Err(RequestError::BothLengths);
+    }
     let uri = &parts.uri;
     let length = uri.scheme_str().map_or(0, |s| s.len() + 3)
         + uri.authority().map_or(0, |a| a.as_str().len())
