@@ -221,19 +221,8 @@ fn serve_stream(
     Some(async move {
         let _admitted = admitted;
         let limits = &clients.limits;
-        let (protocol, io) = match tokio::time::timeout(limits.header_timeout, sniff(stream)).await
-        {
-            Ok(Ok(Some(sniffed))) => sniffed,
-            Ok(Ok(None)) => return,
-            Ok(Err(error)) => {
-                debug!(client.addr = %peer, %error, "Reading the first bytes failed");
-                return;
-            }
-            Err(_) => {
-                metrics::client_limit(ClientLimit::HeaderTimeout);
-                debug!(client.addr = %peer, "Client sent nothing in time");
-                return;
-            }
+        let Some((protocol, io)) = first_bytes(stream, peer, limits.header_timeout).await else {
+            return;
         };
         let io = TokioIo::new(io.with_activity(activity.clone()));
         let served = match protocol {
@@ -263,18 +252,42 @@ fn serve_stream(
             }
         };
         if let Err(error) = served {
-            let limit = match protocol {
-                _ if error.is_parse_too_large() => Some(ClientLimit::HeadTooLarge),
-                _ if error.is_parse() => Some(ClientLimit::Malformed),
-                Protocol::Http2 => Some(ClientLimit::H2Protocol),
-                Protocol::Http1 => None,
-            };
-            if let Some(limit) = limit {
-                metrics::client_limit(limit);
-            }
+            count_error(&error, protocol);
             debug!(client.addr = %peer, %error, "Connection ended with an error");
         }
     })
+}
+
+/// Reads a new connection's first bytes (within the header clock) to tell
+/// its protocol; `None` when it sent nothing or failed.
+async fn first_bytes(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    timeout: Duration,
+) -> Option<(Protocol, ClientIo)> {
+    match tokio::time::timeout(timeout, sniff(stream)).await {
+        Ok(Ok(sniffed)) => sniffed,
+        Ok(Err(error)) => {
+            debug!(client.addr = %peer, %error, "Reading the first bytes failed");
+            None
+        }
+        Err(_) => {
+            metrics::client_limit(ClientLimit::HeaderTimeout);
+            debug!(client.addr = %peer, "Client sent nothing in time");
+            None
+        }
+    }
+}
+
+/// Counts a connection that hyper ended for the client's fault.
+fn count_error(error: &hyper::Error, protocol: Protocol) {
+    let limit = match protocol {
+        _ if error.is_parse_too_large() => ClientLimit::HeadTooLarge,
+        _ if error.is_parse() => ClientLimit::Malformed,
+        Protocol::Http2 => ClientLimit::H2Protocol,
+        Protocol::Http1 => return,
+    };
+    metrics::client_limit(limit);
 }
 
 /// The connection builders of one worker, made once.

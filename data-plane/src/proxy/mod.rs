@@ -93,9 +93,11 @@ impl ProxyError {
         }
     }
 
-    fn into_response(self) -> Response<ProxyBody> {
+    /// The answer; `h1` says whether the request came over HTTP/1.x, where a
+    /// client error also closes the connection (h2 has no `Connection`).
+    fn into_response(self, h1: bool) -> Response<ProxyBody> {
         let status = self.status();
-        let close = matches!(self, ProxyError::Request(_) | ProxyError::ClientBody(_));
+        let close = h1 && matches!(self, ProxyError::Request(_) | ProxyError::ClientBody(_));
         let text = format!(
             "{} {}: {self}\n",
             status.as_u16(),
@@ -147,12 +149,13 @@ impl Proxy {
         request: Request<Incoming>,
         client: &ClientInfo,
     ) -> Response<ProxyBody> {
+        let h1 = request.version() < Version::HTTP_2;
         let response = match self.proxy(request, client).await {
             Ok(response) => response,
             Err(error) => {
                 debug!(%error, "Request failed");
                 metrics::error(&error);
-                error.into_response()
+                error.into_response(h1)
             }
         };
         metrics::response(response.status());
