@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1;
@@ -351,4 +352,30 @@ async fn connections_over_the_cap_are_refused_and_the_cap_frees_up() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_stalled_h2c_request_body_gets_408_too() {
+    let (fleet, _backend) =
+        serving("h2-body-clock", &[("SWITCHYARD_CLIENT_BODY_TIMEOUT", "1s")]).await;
+    let proxy = fleet.replicas[0].proxy_addr();
+    // Three bytes of ten, then nothing.
+    let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        hyper::body::Frame::data(Bytes::from_static(b"abc")),
+    )])
+    .chain(futures_util::stream::pending());
+    let body = http_body_util::StreamBody::new(Box::pin(frames));
+    let mut sender = switchyard_integration_tests::conn::h2_connect(proxy)
+        .await
+        .unwrap();
+    let request = Request::post(format!("http://{proxy}/upload"))
+        .header("content-length", "10")
+        .body(body)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(15), sender.send_request(request))
+        .await
+        .expect("an answer before the deadline")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(limit_count(&fleet, "body_timeout").await >= 1);
 }
