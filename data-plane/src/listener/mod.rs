@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt as _;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -153,12 +152,11 @@ pub async fn serve(
     }
     // What the kernel already queued is served (one request each) rather than
     // reset when the listener closes.
-    while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+    for (stream, peer) in queued(listener) {
         if let Some(serving) = serve_stream(stream, peer, &proxy, &clients, &builders, &shutdown) {
             connections.spawn(serving);
         }
     }
-    drop(listener);
     connections.close();
     info!(connections = connections.len(), "Draining connections");
     let grace = clients.limits.drain_timeout;
@@ -171,6 +169,35 @@ pub async fn serve(
             "Drain timeout over; closing the remaining connections"
         );
     }
+}
+
+/// Takes the connections in the listener's accept queue and closes it.
+/// Straight `accept(2)` calls until the queue is empty: tokio's `accept` would
+/// not try while its readiness event for the latest ones is still unseen.
+fn queued(listener: TcpListener) -> Vec<(TcpStream, std::net::SocketAddr)> {
+    let mut queued = Vec::new();
+    // Non-blocking (as `into_std` leaves it, made sure): an empty queue ends the loop.
+    let listener = match listener
+        .into_std()
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!(%error, "Cannot take the queued connections");
+            return queued;
+        }
+    };
+    while let Ok((stream, peer)) = listener.accept() {
+        // A socket accepted from a non-blocking listener is blocking.
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        match stream {
+            Ok(stream) => queued.push((stream, peer)),
+            Err(error) => debug!(%error, "A queued connection failed"),
+        }
+    }
+    queued
 }
 
 /// The task serving one accepted connection, or `None` when it was refused.
