@@ -336,6 +336,60 @@ async fn expired(
 mod tests {
     use super::*;
 
+    const HEADER: Duration = Duration::from_secs(60);
+    const KEEPALIVE: Duration = Duration::from_secs(75);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_h1_connection_waits_for_its_first_head_under_the_header_clock() {
+        let activity = Activity::new();
+        let start = Instant::now();
+        let reason = expired(&activity, HEADER, KEEPALIVE, Protocol::Http1).await;
+        assert_eq!(reason, ClientLimit::HeaderTimeout);
+        assert_eq!(start.elapsed(), HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_requests_the_keepalive_clock_runs_until_a_first_byte() {
+        let activity = Activity::new();
+        drop(activity.start_request());
+        let start = Instant::now();
+        assert_eq!(
+            expired(&activity, HEADER, KEEPALIVE, Protocol::Http1).await,
+            ClientLimit::KeepaliveTimeout
+        );
+        assert_eq!(start.elapsed(), KEEPALIVE);
+
+        drop(activity.start_request());
+        let start = Instant::now();
+        let watchdog = expired(&activity, HEADER, KEEPALIVE, Protocol::Http1);
+        tokio::pin!(watchdog);
+        tokio::select! {
+            _ = &mut watchdog => panic!("not yet"),
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        activity.read(&mut HeadScan::default(), b"G");
+        assert_eq!(watchdog.await, ClientLimit::HeaderTimeout);
+        assert_eq!(start.elapsed(), Duration::from_secs(10) + HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_stops_the_clocks() {
+        let activity = Activity::new();
+        let busy = activity.start_request();
+        let watchdog = expired(&activity, HEADER, KEEPALIVE, Protocol::Http2);
+        tokio::pin!(watchdog);
+        tokio::select! {
+            _ = &mut watchdog => panic!("a busy connection expired"),
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+        let start = Instant::now();
+        drop(busy);
+        // h2: bytes (PINGs, SETTINGS) do not count as activity.
+        activity.read(&mut HeadScan::default(), b"ping");
+        assert_eq!(watchdog.await, ClientLimit::KeepaliveTimeout);
+        assert_eq!(start.elapsed(), KEEPALIVE);
+    }
+
     #[test]
     fn a_content_length_line_is_found_across_reads_until_the_head_ends() {
         let mut scan = HeadScan::default();
