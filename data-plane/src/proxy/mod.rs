@@ -30,12 +30,12 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static URI_HEADER: HeaderName = HeaderName::from_static("uri");
+
 /// The default of `--max-uri-length` (nginx's 8 KiB header line).
 pub const DEFAULT_MAX_URI: usize = 8 * 1024;
 /// The default of `--client-body-timeout` (nginx's `client_body_timeout`).
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
-static URI_HEADER: HeaderName = HeaderName::from_static("uri");
 
 /// The proxy: the current table and what every request needs besides it.
 #[derive(Debug)]
@@ -167,10 +167,11 @@ impl Proxy {
         request: Request<Incoming>,
         client: &ClientInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        // A malformed request is refused whatever the table says.
+        let target = request::target(&parts, self.max_uri)?;
         // The request finishes on the table it started with, whatever is swapped in meanwhile.
         let table = self.table.load_full().ok_or(ProxyError::NoConfig)?;
-        let (mut parts, body) = request.into_parts();
-        let target = request::target(&parts, self.max_uri)?;
         let host = target.host;
         let path = target.path_and_query.path();
         let route = route(&table, host.as_ref(), &request::match_path(path))?;
