@@ -155,7 +155,7 @@ pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::
         socket.set_reuseport(true)?;
         socket.set_nodelay(true)?;
         socket.bind(addr)?;
-        let listener = socket.listen(4096)?;
+        let listener = socket.listen(listener::BACKLOG)?;
         addr = listener.local_addr()?;
         listeners.push(listener.into_std()?);
     }

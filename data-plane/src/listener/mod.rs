@@ -34,6 +34,8 @@ use crate::proxy::{ClientInfo, Proxy};
 const SNIFF_BUFFER: usize = 2048;
 /// What an h2c connection with prior knowledge opens with (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The listen backlog of each worker's listener.
+pub(crate) const BACKLOG: u32 = 4096;
 /// What a client over `--max-connections` gets before its socket is closed.
 const REFUSED: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
@@ -187,7 +189,11 @@ fn queued(listener: TcpListener) -> Vec<(TcpStream, std::net::SocketAddr)> {
             return queued;
         }
     };
-    while let Ok((stream, peer)) = listener.accept() {
+    // At most a full backlog (see `bind_workers`): clients still arriving
+    // meanwhile do not keep the drain from starting.
+    while queued.len() < BACKLOG as usize
+        && let Ok((stream, peer)) = listener.accept()
+    {
         // A socket accepted from a non-blocking listener is blocking.
         let stream = stream
             .set_nonblocking(true)
