@@ -162,7 +162,10 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, RequestError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Ok(Cow::Borrowed(path));
     };
-    if !Segments(Some(rest)).any(|segment| dots(segment) > 0) {
+    // Without a dot or a percent sign there is no dot segment: one pass.
+    if !path.bytes().any(|b| b == b'.' || b == b'%')
+        || !Segments(Some(rest)).any(|segment| dots(segment) > 0)
+    {
         return Ok(Cow::Borrowed(path));
     }
     let mut kept: Vec<&str> = Vec::new();
@@ -233,7 +236,8 @@ impl<'a> Iterator for Segments<'a> {
         let rest = self.0?;
         let bytes = rest.as_bytes();
         let slash = bytes.iter().position(|&b| b == b'/');
-        let encoded = find_encoded_slash(bytes);
+        // Only up to the next slash: the whole path is scanned once.
+        let encoded = find_encoded_slash(bytes.get(..slash.unwrap_or(bytes.len()))?);
         let (end, width) = match (slash, encoded) {
             (Some(s), Some(e)) if e < s => (e, 3),
             (Some(s), _) => (s, 1),

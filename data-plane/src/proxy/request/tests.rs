@@ -141,3 +141,10 @@ fn long_targets_are_refused() {
     );
     assert!(target(&request, 200).is_ok());
 }
+
+#[test]
+fn many_segments_are_resolved_in_one_pass() {
+    let path = format!("{}/..", "/a".repeat(4000));
+    let normalized = normalize_path(&path).unwrap();
+    assert_eq!(normalized.len(), path.len() - 4);
+}
