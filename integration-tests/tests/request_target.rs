@@ -60,6 +60,8 @@ async fn the_host_is_the_absolute_forms_authority_else_the_one_valid_host_header
     assert_eq!(status_of(&absolute), 200, "{absolute}");
     assert_eq!(header_of(&absolute, "x-backend"), Some("a"), "{absolute}");
     assert_eq!(header_of(&absolute, "x-seen-path"), Some("/x"));
+    // The route preserves the client's host: the member gets the URI's (RFC 9112 §3.2.2).
+    assert_eq!(header_of(&absolute, "x-seen-host"), Some("a.example"));
     assert_eq!(a.request_count(), 1);
     assert_eq!(b.request_count(), 0);
 
