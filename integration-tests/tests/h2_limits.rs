@@ -163,3 +163,20 @@ async fn a_continuation_flood_is_cut_at_the_header_list_size() {
     let ended = read_frames(&mut stream, GOAWAY, Duration::from_secs(15)).await;
     assert!(ended.is_ok(), "the connection must end: {ended:?}");
 }
+
+#[tokio::test]
+async fn an_idle_h2c_connection_gets_goaway_and_is_closed() {
+    let fleet = replica("h2-idle", &[("SWITCHYARD_CLIENT_KEEPALIVE_TIMEOUT", "1s")]).await;
+    let mut stream = h2c(&fleet).await;
+    let goaway = read_frames(&mut stream, GOAWAY, Duration::from_secs(15)).await;
+    assert!(
+        matches!(goaway, Ok(Some((GOAWAY, _, 0, _)))),
+        "a GOAWAY first: {goaway:?}"
+    );
+    let closed = switchyard_integration_tests::raw_client::read_until_closed(
+        &mut stream,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(closed.is_ok(), "then the connection is closed");
+}

@@ -218,17 +218,18 @@ where
 {
     tokio::pin!(conn);
     let mut draining = false;
-    let mut goaway = false;
+    // When an h2 GOAWAY was sent: from then the connection may stay idle only
+    // for the grace (time to write the GOAWAY, and for streams it let in).
+    let mut goaway: Option<Instant> = None;
     loop {
-        let keepalive = if goaway {
-            GOAWAY_GRACE
-        } else {
-            limits.keepalive_timeout
+        let (keepalive, floor) = match goaway {
+            Some(sent) => (GOAWAY_GRACE, Some(sent)),
+            None => (limits.keepalive_timeout, None),
         };
         tokio::select! {
             result = conn.as_mut() => return result,
-            reason = expired(activity, limits.header_timeout, keepalive, protocol) => {
-                if goaway {
+            reason = expired(activity, limits.header_timeout, keepalive, floor, protocol) => {
+                if goaway.is_some() {
                     return Ok(());
                 }
                 metrics::client_limit(reason);
@@ -238,14 +239,16 @@ where
                     Protocol::Http1 => return Ok(()),
                     Protocol::Http2 => {
                         shut(conn.as_mut());
-                        goaway = true;
+                        goaway = Some(Instant::now());
                     }
                 }
             }
             () = drain_point(activity, protocol, &mut shutdown), if !draining => {
                 draining = true;
                 shut(conn.as_mut());
-                goaway = protocol == Protocol::Http2;
+                if protocol == Protocol::Http2 {
+                    goaway = Some(Instant::now());
+                }
             }
         }
     }
@@ -294,11 +297,13 @@ async fn drain_point(
 /// Resolves when the connection has had no request in flight for too long:
 /// for h1, `header` from the first byte of a head (or from the start, for the
 /// first request) or `keepalive` from the last response with no byte since;
-/// for h2, `keepalive` with no stream open (PINGs and SETTINGS do not count).
+/// for h2, `keepalive` with no stream open (PINGs and SETTINGS do not count),
+/// idle time counted from `floor` at the earliest.
 async fn expired(
     activity: &Activity,
     header: Duration,
     keepalive: Duration,
+    floor: Option<Instant>,
     protocol: Protocol,
 ) -> ClientLimit {
     loop {
@@ -310,7 +315,10 @@ async fn expired(
             changed.await;
             continue;
         }
-        let idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
+        let mut idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
+        if let Some(floor) = floor {
+            idle_since = idle_since.max(floor);
+        }
         let first_byte = activity.first_byte.load(Ordering::Relaxed);
         let (deadline, reason) = match protocol {
             Protocol::Http2 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
@@ -343,7 +351,7 @@ mod tests {
     async fn a_new_h1_connection_waits_for_its_first_head_under_the_header_clock() {
         let activity = Activity::new();
         let start = Instant::now();
-        let reason = expired(&activity, HEADER, KEEPALIVE, Protocol::Http1).await;
+        let reason = expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http1).await;
         assert_eq!(reason, ClientLimit::HeaderTimeout);
         assert_eq!(start.elapsed(), HEADER);
     }
@@ -354,14 +362,14 @@ mod tests {
         drop(activity.start_request());
         let start = Instant::now();
         assert_eq!(
-            expired(&activity, HEADER, KEEPALIVE, Protocol::Http1).await,
+            expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http1).await,
             ClientLimit::KeepaliveTimeout
         );
         assert_eq!(start.elapsed(), KEEPALIVE);
 
         drop(activity.start_request());
         let start = Instant::now();
-        let watchdog = expired(&activity, HEADER, KEEPALIVE, Protocol::Http1);
+        let watchdog = expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http1);
         tokio::pin!(watchdog);
         tokio::select! {
             _ = &mut watchdog => panic!("not yet"),
@@ -376,7 +384,7 @@ mod tests {
     async fn a_request_in_flight_stops_the_clocks() {
         let activity = Activity::new();
         let busy = activity.start_request();
-        let watchdog = expired(&activity, HEADER, KEEPALIVE, Protocol::Http2);
+        let watchdog = expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http2);
         tokio::pin!(watchdog);
         tokio::select! {
             _ = &mut watchdog => panic!("a busy connection expired"),
