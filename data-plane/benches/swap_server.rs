@@ -57,8 +57,12 @@ fn main() {
     state.apply(snapshot(1, &members)).expect("first snapshot");
     let proxy = Arc::new(Proxy::new(state.table(), "swap-bench"));
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let clients = listener::Clients::new(listener::ClientLimits {
+        drain_timeout: Duration::from_secs(1),
+        ..listener::ClientLimits::default()
+    });
     for (index, listener) in listeners.into_iter().enumerate() {
-        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        let (proxy, shutdown, clients) = (proxy.clone(), shutdown.clone(), clients.clone());
         std::thread::spawn(move || {
             upstream::enter_worker(index);
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,7 +71,7 @@ fn main() {
                 .expect("runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                listener::serve(listener, proxy, shutdown, Duration::from_secs(1)).await;
+                listener::serve(listener, proxy, clients, shutdown).await;
             });
         });
     }

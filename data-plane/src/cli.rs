@@ -17,6 +17,7 @@ use tracing::{error, info};
 use crate::Settings;
 use crate::admin::Endpoint;
 use crate::config::cache;
+use crate::listener::ClientLimits;
 use crate::upstream::tls;
 
 /// A Switchyard data-plane replica: proxies and balances HTTP traffic with the
@@ -51,9 +52,54 @@ pub struct Args {
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "SWITCHYARD_WORKERS")]
     pub workers: Option<usize>,
-    /// How long in-flight requests may take to finish on shutdown.
-    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime_duration)]
-    pub shutdown_grace: Duration,
+    /// On SIGTERM, how long requests (and tunnels) in flight may take to
+    /// finish; `/readyz` fails and the listener closes at once. `--shutdown-grace`
+    /// is the old name.
+    #[arg(long, alias = "shutdown-grace", env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime_duration)]
+    pub drain_timeout: Duration,
+    /// A request head must arrive within this (from its first byte, or from
+    /// the accept for a connection's first request); the connection is closed
+    /// otherwise (nginx `client_header_timeout`).
+    #[arg(long, env = "SWITCHYARD_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime_duration)]
+    pub client_header_timeout: Duration,
+    /// A client connection with no request in flight (h2c: no stream open) is
+    /// closed after this (nginx `keepalive_timeout`).
+    #[arg(long, env = "SWITCHYARD_CLIENT_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = humantime_duration)]
+    pub client_keepalive_timeout: Duration,
+    /// A request body that sends nothing for this long is given up: 408
+    /// (nginx `client_body_timeout`).
+    #[arg(long, env = "SWITCHYARD_CLIENT_BODY_TIMEOUT", default_value = "60s", value_parser = humantime_duration)]
+    pub client_body_timeout: Duration,
+    /// Open client connections per replica; a new one beyond gets a 503 and is closed.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// The most bytes of a request head, request line included: 431 beyond.
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_SIZE", default_value_t = 32 * 1024)]
+    pub max_header_size: usize,
+    /// The most header lines in a request: 431 beyond.
+    #[arg(long, env = "SWITCHYARD_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+    /// The longest request target (URI): 414 beyond.
+    #[arg(long, env = "SWITCHYARD_MAX_URI_LENGTH", default_value_t = 8 * 1024)]
+    pub max_uri_length: usize,
+    /// h2c: concurrent streams per connection.
+    #[arg(
+        long,
+        env = "SWITCHYARD_H2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 128
+    )]
+    pub h2_max_concurrent_streams: u32,
+    /// h2c: the most bytes of a request's header list (CONTINUATION frames included).
+    #[arg(long, env = "SWITCHYARD_H2_MAX_HEADER_LIST_SIZE", default_value_t = 32 * 1024)]
+    pub h2_max_header_list_size: u32,
+    /// h2c: streams a client may reset before the server accepted them, at
+    /// once, before the connection gets GOAWAY (rapid reset, CVE-2023-44487).
+    #[arg(long, env = "SWITCHYARD_H2_MAX_PENDING_RESETS", default_value_t = 20)]
+    pub h2_max_pending_resets: usize,
+    /// h2c: streams this side may reset for a client's protocol errors before
+    /// the connection gets GOAWAY.
+    #[arg(long, env = "SWITCHYARD_H2_MAX_LOCAL_RESETS", default_value_t = 1024)]
+    pub h2_max_local_resets: usize,
     /// The most members (over all clusters) a snapshot may have for this
     /// replica to apply it; a larger one is refused (NACK) and the replica
     /// keeps its table. A guard for replicas with little memory (default: no limit).
@@ -117,10 +163,58 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The client-side limits of the flags, checked.
+fn client_limits(args: &Args) -> anyhow::Result<ClientLimits> {
+    let positive = [
+        ("--client-header-timeout", args.client_header_timeout),
+        ("--client-keepalive-timeout", args.client_keepalive_timeout),
+        ("--client-body-timeout", args.client_body_timeout),
+    ];
+    for (flag, value) in positive {
+        if value.is_zero() {
+            anyhow::bail!("{flag}: must be more than 0");
+        }
+    }
+    let at_least = [
+        ("--max-connections", args.max_connections, 1),
+        ("--max-header-size", args.max_header_size, 1024),
+        ("--max-headers", args.max_headers, 1),
+        ("--max-uri-length", args.max_uri_length, 16),
+        (
+            "--h2-max-concurrent-streams",
+            args.h2_max_concurrent_streams as usize,
+            1,
+        ),
+        (
+            "--h2-max-header-list-size",
+            args.h2_max_header_list_size as usize,
+            1024,
+        ),
+    ];
+    for (flag, value, least) in at_least {
+        if value < least {
+            anyhow::bail!("{flag} {value}: must be at least {least}");
+        }
+    }
+    Ok(ClientLimits {
+        header_timeout: args.client_header_timeout,
+        keepalive_timeout: args.client_keepalive_timeout,
+        max_connections: args.max_connections,
+        max_header_size: args.max_header_size,
+        max_headers: args.max_headers,
+        h2_max_concurrent_streams: args.h2_max_concurrent_streams,
+        h2_max_header_list_size: args.h2_max_header_list_size,
+        h2_max_pending_accept_reset_streams: args.h2_max_pending_resets,
+        h2_max_local_error_reset_streams: args.h2_max_local_resets,
+        drain_timeout: args.drain_timeout,
+    })
+}
+
 async fn start(args: Args) -> anyhow::Result<()> {
     if args.control_planes.is_empty() {
         check_cache_alone(args.cache_file.as_deref())?;
     }
+    let client = client_limits(&args)?;
     let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
     crate::upstream::pool::set_idle_timeout(args.upstream_keepalive_timeout);
     let workers = args
@@ -147,14 +241,16 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("Shutting down");
+        info!("Shutting down: draining");
         stop.send_replace(true);
     });
     let settings = Settings {
         control_planes: args.control_planes,
         node_id,
         cache_file: args.cache_file,
-        shutdown_grace: args.shutdown_grace,
+        client,
+        max_uri: args.max_uri_length,
+        client_body_timeout: args.client_body_timeout,
         upstream_tls,
         max_members: args.max_members,
     };

@@ -47,7 +47,12 @@ pub struct Settings {
     pub control_planes: Vec<String>,
     pub node_id: String,
     pub cache_file: Option<PathBuf>,
-    pub shutdown_grace: Duration,
+    /// The client-side clocks and limits, and the drain timeout.
+    pub client: listener::ClientLimits,
+    /// The longest request target accepted (414 beyond).
+    pub max_uri: usize,
+    /// How long a request body may stall between two bytes (408).
+    pub client_body_timeout: Duration,
     /// The TLS client config of connections to `https://` members, made once
     /// at start-up ([`upstream::tls::client_config`]).
     pub upstream_tls: Arc<rustls::ClientConfig>,
@@ -77,7 +82,12 @@ pub async fn run(
     if let Some(path) = &settings.cache_file {
         load_cache(&state, path.clone()).await;
     }
-    let proxy = Arc::new(Proxy::new(state.table(), &settings.node_id));
+    let proxy = Arc::new(
+        Proxy::new(state.table(), &settings.node_id)
+            .with_max_uri(settings.max_uri)
+            .with_body_timeout(settings.client_body_timeout),
+    );
+    let clients = listener::Clients::new(settings.client.clone());
     let discovery = tokio::spawn(discovery::run(
         state.clone(),
         settings.control_planes.clone(),
@@ -86,10 +96,10 @@ pub async fn run(
     let admin = tokio::spawn(admin::serve(admin, state.clone(), shutdown.clone()));
     let mut workers = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
-        let (proxy, shutdown, grace) = (proxy.clone(), shutdown.clone(), settings.shutdown_grace);
+        let (proxy, shutdown, clients) = (proxy.clone(), shutdown.clone(), clients.clone());
         let worker = std::thread::Builder::new()
             .name(format!("switchyard-worker-{index}"))
-            .spawn(move || worker(index, listener, proxy, shutdown, grace))
+            .spawn(move || worker(index, listener, proxy, clients, shutdown))
             .map_err(|e| Error::Worker(index, e))?;
         workers.push(worker);
     }
@@ -115,8 +125,8 @@ fn worker(
     index: usize,
     listener: std::net::TcpListener,
     proxy: Arc<Proxy>,
+    clients: Arc<listener::Clients>,
     shutdown: watch::Receiver<bool>,
-    grace: Duration,
 ) -> Result<(), Error> {
     upstream::enter_worker(index);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -125,7 +135,7 @@ fn worker(
         .map_err(|e| Error::Worker(index, e))?;
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).map_err(|e| Error::Worker(index, e))?;
-        listener::serve(listener, proxy, shutdown, grace).await;
+        listener::serve(listener, proxy, clients, shutdown).await;
         Ok(())
     })
 }
@@ -145,7 +155,7 @@ pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::
         socket.set_reuseport(true)?;
         socket.set_nodelay(true)?;
         socket.bind(addr)?;
-        let listener = socket.listen(4096)?;
+        let listener = socket.listen(listener::BACKLOG)?;
         addr = listener.local_addr()?;
         listeners.push(listener.into_std()?);
     }

@@ -127,7 +127,8 @@ impl DataPlane {
         self.client.get_with(&self.url(path), headers).await
     }
 
-    /// SIGTERM: the replica stops accepting and drains for its grace period.
+    /// SIGTERM: the replica stops accepting and drains for its grace period,
+    /// then exits (see [`Self::exit_status`]).
     pub fn terminate(&mut self) -> bool {
         self.process.terminate()
     }
@@ -140,6 +141,11 @@ impl DataPlane {
     /// `kill -9`.
     pub fn kill9(&mut self) {
         self.process.kill9();
+    }
+
+    /// How it exited, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.exit_status()
     }
 
     /// Starts it again (after [`Self::kill9`]) on the same ports, with the same cache file.

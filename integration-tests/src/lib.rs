@@ -18,6 +18,8 @@
 //!   the byte.
 //! - [`scripted`]: [`scripted::spawn_scripted`], a member whose answers are scripted per
 //!   connection and per request, logging which connection each request came on.
+//! - [`raw_client`]: a client on a bare socket (two `Host` lines, absolute
+//!   form, trickled heads, stalled bodies, raw h2 frames).
 //! - [`payload`]: large bodies generated on the fly ([`payload::Payload`]) and a
 //!   streaming byte count and hash ([`payload::Checksum`]).
 //! - [`conn`]: connection-level HTTP/1.1 and h2c clients for streamed bodies.
@@ -42,6 +44,7 @@ pub mod load;
 pub mod payload;
 pub mod process;
 pub mod raw_backend;
+pub mod raw_client;
 pub mod scripted;
 pub mod tls_backend;
 

@@ -10,7 +10,9 @@ use http::StatusCode;
 
 use crate::config::apply::State;
 use crate::proxy::ProxyError;
+use crate::proxy::request::RequestError;
 use crate::upstream::ConnectError;
+use crate::upstream::body::ClientBodyError;
 
 /// What one thread counted.
 #[derive(Debug, Default)]
@@ -18,7 +20,7 @@ struct ThreadStats {
     /// Responses by status class: 1xx … 5xx.
     responses: [AtomicU64; 5],
     /// Requests the proxy answered itself, by [`ProxyError`] kind (see [`ERROR_KINDS`]).
-    errors: [AtomicU64; 7],
+    errors: [AtomicU64; 8],
     /// Attempts sent again, by [`Retry`] reason (see [`RETRY_REASONS`]).
     retries: [AtomicU64; 4],
     /// Connections to members that could not be had, by reason (see [`CONNECT_REASONS`]).
@@ -30,6 +32,9 @@ struct ThreadStats {
     tunnels_closed: AtomicU64,
     /// Bytes carried by tunnels: client to member, member to client.
     tunnel_bytes: [AtomicU64; 2],
+    /// Client connections and requests cut off by a client-side clock or
+    /// limit, by [`ClientLimit`].
+    client: [AtomicU64; ClientLimit::ALL.len()],
 }
 
 /// Which way a tunnel carried bytes.
@@ -39,13 +44,14 @@ pub enum Direction {
     ToClient = 1,
 }
 
-const ERROR_KINDS: [&str; 7] = [
+const ERROR_KINDS: [&str; 8] = [
     "no_config",
     "no_route",
     "no_member",
     "unreachable",
     "upstream",
     "timeout",
+    "bad_request",
     "client_body",
 ];
 
@@ -63,6 +69,70 @@ pub enum Retry {
 
 const RETRY_REASONS: [&str; 4] = ["error", "timeout", "status", "over_budget"];
 const CONNECT_REASONS: [&str; 5] = ["resolve", "refused", "timeout", "io", "tls"];
+/// A client-side clock that expired or a limit that was hit
+/// (`switchyard_client_limits_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLimit {
+    /// `--client-header-timeout`: the request head did not come in time.
+    HeaderTimeout,
+    /// `--client-keepalive-timeout`: an idle connection was closed.
+    KeepaliveTimeout,
+    /// `--client-body-timeout`: the request body stalled (408).
+    BodyTimeout,
+    /// A malformed request body (400).
+    BodyInvalid,
+    /// `--max-connections`: a new connection was refused.
+    MaxConnections,
+    /// `--max-header-size` / `--max-headers` (431, or 414 for the request line).
+    HeadTooLarge,
+    /// `--max-uri-length` (414).
+    UriTooLong,
+    /// A bad `Host`, or none (400).
+    BadHost,
+    /// A path above the root (400).
+    BadPath,
+    /// A request hyper could not parse (400), framing included.
+    Malformed,
+    /// An h2 connection that broke the protocol or its limits (GOAWAY).
+    H2Protocol,
+}
+
+impl ClientLimit {
+    const ALL: [ClientLimit; 11] = [
+        ClientLimit::HeaderTimeout,
+        ClientLimit::KeepaliveTimeout,
+        ClientLimit::BodyTimeout,
+        ClientLimit::BodyInvalid,
+        ClientLimit::MaxConnections,
+        ClientLimit::HeadTooLarge,
+        ClientLimit::UriTooLong,
+        ClientLimit::BadHost,
+        ClientLimit::BadPath,
+        ClientLimit::Malformed,
+        ClientLimit::H2Protocol,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ClientLimit::HeaderTimeout => "header_timeout",
+            ClientLimit::KeepaliveTimeout => "keepalive_timeout",
+            ClientLimit::BodyTimeout => "body_timeout",
+            ClientLimit::BodyInvalid => "body_invalid",
+            ClientLimit::MaxConnections => "max_connections",
+            ClientLimit::HeadTooLarge => "head_too_large",
+            ClientLimit::UriTooLong => "uri_too_long",
+            ClientLimit::BadHost => "bad_host",
+            ClientLimit::BadPath => "bad_path",
+            ClientLimit::Malformed => "malformed",
+            ClientLimit::H2Protocol => "h2_protocol",
+        }
+    }
+}
+
+/// Counts a client cut off by a clock or a limit.
+pub fn client_limit(limit: ClientLimit) {
+    STATS.with(|stats| stats.client[limit as usize].fetch_add(1, Ordering::Relaxed));
+}
 
 static THREADS: Mutex<Vec<Arc<ThreadStats>>> = Mutex::new(Vec::new());
 static APPLIED: AtomicU64 = AtomicU64::new(0);
@@ -94,7 +164,24 @@ pub fn error(error: &ProxyError) {
         ProxyError::AllUnreachable { .. } => 3,
         ProxyError::Upstream { .. } => 4,
         ProxyError::Timeout { .. } => 5,
-        ProxyError::ClientBody(_) => 6,
+        ProxyError::Request(request) => {
+            client_limit(match request {
+                RequestError::UriTooLong => ClientLimit::UriTooLong,
+                RequestError::AboveRoot => ClientLimit::BadPath,
+                RequestError::BothLengths => ClientLimit::Malformed,
+                RequestError::TwoHosts | RequestError::NoHost | RequestError::InvalidHost => {
+                    ClientLimit::BadHost
+                }
+            });
+            6
+        }
+        ProxyError::ClientBody(body) => {
+            client_limit(match body {
+                ClientBodyError::Idle => ClientLimit::BodyTimeout,
+                ClientBodyError::Invalid | ClientBodyError::Aborted => ClientLimit::BodyInvalid,
+            });
+            7
+        }
     };
     STATS.with(|stats| stats.errors[kind].fetch_add(1, Ordering::Relaxed));
 }
@@ -151,7 +238,8 @@ pub fn ejection() {
 /// The Prometheus text exposition of everything counted, and of `state`.
 pub fn render(state: &State) -> String {
     let mut responses = [0u64; 5];
-    let mut errors = [0u64; 7];
+    let mut errors = [0u64; 8];
+    let mut client = [0u64; ClientLimit::ALL.len()];
     let mut retries = [0u64; 4];
     let mut connect_failures = [0u64; 5];
     let mut idle_timeouts = 0;
@@ -166,6 +254,7 @@ pub fn render(state: &State) -> String {
             opened += stats.tunnels_opened.load(Ordering::Relaxed);
             closed += stats.tunnels_closed.load(Ordering::Relaxed);
             add(&mut bytes, &stats.tunnel_bytes);
+            add(&mut client, &stats.client);
         }
     }
     let mut out = String::with_capacity(2048);
@@ -214,6 +303,16 @@ pub fn render(state: &State) -> String {
             "switchyard_tunnel_bytes_total{{direction=\"{direction}\"}} {count}\n"
         ));
     }
+    out.push_str(
+        "# HELP switchyard_client_limits_total Clients cut off by a client-side clock or limit, by reason.\n",
+    );
+    out.push_str("# TYPE switchyard_client_limits_total counter\n");
+    for (limit, count) in ClientLimit::ALL.iter().zip(client) {
+        out.push_str(&format!(
+            "switchyard_client_limits_total{{reason=\"{}\"}} {count}\n",
+            limit.label()
+        ));
+    }
     let running = state.running();
     let members = state.member_health();
     let healthy = members.iter().filter(|m| m.healthy).count();
@@ -254,6 +353,12 @@ pub fn render(state: &State) -> String {
             "counter",
             "Tunnels opened.",
             opened,
+        ),
+        (
+            "switchyard_client_connections",
+            "gauge",
+            "Client connections open (capped by --max-connections).",
+            crate::listener::open_connections() as u64,
         ),
         (
             "switchyard_members",

@@ -1,5 +1,5 @@
-//! The admin endpoint: liveness, readiness (a snapshot is applied) and the
-//! version and hash the replica runs.
+//! The admin endpoint: liveness, readiness (a snapshot is applied, and the
+//! replica is not draining) and the version and hash the replica runs.
 
 pub mod metrics;
 
@@ -64,24 +64,24 @@ impl Endpoint {
     }
 }
 
-/// Serves the admin endpoint until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+/// Serves the admin endpoint until the task is dropped; once `shutdown` is
+/// true (the replica drains) `/readyz` answers 503, so load balancers in
+/// front stop sending before the listener closes.
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: watch::Receiver<bool>) {
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    warn!(%error, "Admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = crate::stopped(&mut shutdown) => return,
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                warn!(%error, "Admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
         };
-        let state = state.clone();
+        let (state, shutdown) = (state.clone(), shutdown.clone());
         let service = service_fn(move |request| {
+            let draining = *shutdown.borrow();
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, &request)) }
+            async move { Ok::<_, Infallible>(handle(&state, &request, draining)) }
         });
         tokio::spawn(async move {
             if let Err(error) = http1::Builder::new()
@@ -94,7 +94,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch
     }
 }
 
-fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(state: &State, request: &Request<Incoming>, draining: bool) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -106,6 +106,10 @@ fn handle(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     match Endpoint::from_path(path) {
         Some(Endpoint::Healthz) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
         Some(Endpoint::Readyz) => match running {
+            _ if draining => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "draining", "error": "shutting down: finishing the requests in flight"}),
+            ),
             Some(running) => json(
                 StatusCode::OK,
                 serde_json::json!({"status": "ready", "version": running.version}),

@@ -1,14 +1,18 @@
 //! Accepting client connections (HTTP/1.1 and h2c on the same port) and
-//! handing each request to the proxy; the tunnels of upgraded connections,
-//! which the worker owns (a config swap never touches them); graceful
-//! shutdown: stop accepting, let requests in flight and tunnels finish within
-//! a grace period, then close them.
+//! handing each request to the proxy, under the client-side clocks and limits
+//! ([`ClientLimits`]); the drain on shutdown: stop accepting (after what is
+//! already queued), let requests in flight finish within `--drain-timeout`,
+//! closing kept-alive connections after their current response. The tunnels
+//! of upgraded connections belong to the worker (a config swap never touches
+//! them): on shutdown they get the same drain time, then are closed.
+
+mod connection;
 
 use std::convert::Infallible;
 use std::io::IoSlice;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,65 +29,160 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admin::metrics::{self, ClientLimit};
+use crate::listener::connection::{Activity, HeadScan, Tracked};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::request::BothLengths;
 use crate::proxy::tunnel::{self, MemberSide, TunnelSlot};
 use crate::proxy::{ClientInfo, Proxy};
 
-/// A client that sends its headers slower than this is cut off.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a new connection is read at once to tell HTTP/1.1 from h2c.
 const SNIFF_BUFFER: usize = 2048;
 /// What an h2c connection with prior knowledge opens with (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The listen backlog of each worker's listener.
+pub(crate) const BACKLOG: u32 = 4096;
+/// What a client over `--max-connections` gets before its socket is closed.
+const REFUSED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// The client-side clocks and limits (flags; defaults as nginx users expect).
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// A request head must arrive within this from its first byte (or, for a
+    /// connection's first request, from the accept): nginx `client_header_timeout`.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this: nginx
+    /// `keepalive_timeout`; for h2c, no stream open (GOAWAY).
+    pub keepalive_timeout: Duration,
+    /// Open client connections per replica; more are refused with a 503.
+    pub max_connections: usize,
+    /// The most bytes of a request head (request line included): 431 beyond.
+    pub max_header_size: usize,
+    /// The most header lines of a request: 431 beyond.
+    pub max_headers: usize,
+    /// h2: concurrent streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub h2_max_concurrent_streams: u32,
+    /// h2: the most bytes of a header list, CONTINUATION frames included.
+    pub h2_max_header_list_size: u32,
+    /// h2: streams the client may reset before they are accepted before GOAWAY (rapid reset).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// h2: streams this side may reset for the client's errors before GOAWAY.
+    pub h2_max_local_error_reset_streams: usize,
+    /// How long requests in flight may take to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+            max_header_size: 32 * 1024,
+            max_headers: 100,
+            h2_max_concurrent_streams: 128,
+            h2_max_header_list_size: 32 * 1024,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Open client connections of the replica (one per process), all workers
+/// together: what `--max-connections` caps.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The client connections open now (the `switchyard_client_connections` gauge).
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// What the workers of a replica share: the limits.
+#[derive(Debug)]
+pub struct Clients {
+    pub limits: ClientLimits,
+}
+
+impl Clients {
+    pub fn new(limits: ClientLimits) -> Arc<Self> {
+        Arc::new(Clients { limits })
+    }
+
+    /// Counts a new connection in, unless the replica is at `--max-connections`.
+    fn admit(&self) -> Option<Admitted> {
+        if OPEN.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+            OPEN.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admitted)
+    }
+}
+
+/// An open client connection, counted until dropped.
+struct Admitted;
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Serves the proxy on `listener` until `shutdown` turns true, then drains
-/// connections and tunnels for up to `grace`, then closes what is left.
+/// for up to `--drain-timeout`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    clients: Arc<Clients>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let builders = Arc::new(Builders::new());
+    let builders = Arc::new(Builders::new(&clients.limits));
     let connections = TaskTracker::new();
     let tunnels = Tunnels {
         tracker: TaskTracker::new(),
         close: CancellationToken::new(),
     };
-    let mut stop = shutdown.clone();
+    let worker = Worker {
+        proxy,
+        clients,
+        builders,
+        tunnels,
+    };
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    warn!(%error, "Accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = crate::stopped(&mut stop) => break,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = crate::stopped(&mut shutdown) => break,
         };
-        // TCP_NODELAY is inherited from the listener (see `bind_workers`).
-        let client = Arc::new(Client {
-            proxy: proxy.clone(),
-            info: ClientInfo {
-                ip: HeaderValue::try_from(peer.ip().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            },
-            tunnels: tunnels.clone(),
-        });
-        connections.spawn(serve_connection(
-            stream,
-            peer,
-            client,
-            builders.clone(),
-            shutdown.clone(),
-        ));
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Some(serving) = serve_stream(stream, peer, &worker, &shutdown) {
+                    connections.spawn(serving);
+                }
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                warn!(%error, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
-    drop(listener);
-    info!("Draining connections");
+    // What the kernel already queued is served (one request each) rather than
+    // reset when the listener closes.
+    for (stream, peer) in queued(listener) {
+        if let Some(serving) = serve_stream(stream, peer, &worker, &shutdown) {
+            connections.spawn(serving);
+        }
+    }
     connections.close();
+    let tunnels = &worker.tunnels;
     tunnels.tracker.close();
+    info!(
+        connections = connections.len(),
+        tunnels = tunnels.tracker.len(),
+        "Draining connections"
+    );
+    let grace = worker.clients.limits.drain_timeout;
     let drained = async {
         connections.wait().await;
         tunnels.tracker.wait().await;
@@ -92,12 +191,141 @@ pub async fn serve(
         warn!(
             ?grace,
             tunnels = tunnels.tracker.len(),
-            "Grace period over; closing the remaining connections and tunnels"
+            "Drain timeout over; closing the remaining connections and tunnels"
         );
     }
     tunnels.close.cancel();
     // Each tunnel ends at its next poll; the connections end with the runtime.
     drop(tokio::time::timeout(Duration::from_secs(1), tunnels.tracker.wait()).await);
+}
+
+/// What every connection of a worker shares.
+struct Worker {
+    proxy: Arc<Proxy>,
+    clients: Arc<Clients>,
+    builders: Arc<Builders>,
+    tunnels: Tunnels,
+}
+
+/// Takes the connections in the listener's accept queue and closes it.
+/// Straight `accept(2)` calls until the queue is empty: tokio's `accept` would
+/// not try while its readiness event for the latest ones is still unseen.
+fn queued(listener: TcpListener) -> Vec<(TcpStream, std::net::SocketAddr)> {
+    let mut queued = Vec::new();
+    // Non-blocking (as `into_std` leaves it, made sure): an empty queue ends the loop.
+    let listener = match listener
+        .into_std()
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!(%error, "Cannot take the queued connections");
+            return queued;
+        }
+    };
+    // At most a full backlog (see `bind_workers`): clients still arriving
+    // meanwhile do not keep the drain from starting.
+    while queued.len() < BACKLOG as usize
+        && let Ok((stream, peer)) = listener.accept()
+    {
+        // A socket accepted from a non-blocking listener is blocking.
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        match stream {
+            Ok(stream) => queued.push((stream, peer)),
+            Err(error) => debug!(%error, "A queued connection failed"),
+        }
+    }
+    queued
+}
+
+/// The task serving one accepted connection, or `None` when it was refused.
+fn serve_stream(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    worker: &Worker,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let Some(admitted) = worker.clients.admit() else {
+        metrics::client_limit(ClientLimit::MaxConnections);
+        debug!(client.addr = %peer, "Refusing a connection: --max-connections reached");
+        // One non-blocking write; whatever the socket takes. Then closed.
+        drop(stream.try_write(REFUSED));
+        return None;
+    };
+    // TCP_NODELAY is inherited from the listener (see `bind_workers`).
+    let client = Arc::new(Client {
+        proxy: worker.proxy.clone(),
+        info: ClientInfo {
+            ip: HeaderValue::try_from(peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        },
+        tunnels: worker.tunnels.clone(),
+    });
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            let client = client.clone();
+            if request.version() == http::Version::HTTP_11
+                && request
+                    .headers()
+                    .contains_key(http::header::TRANSFER_ENCODING)
+                && activity.head_had_content_length()
+            {
+                request.extensions_mut().insert(BothLengths);
+            }
+            let busy = activity.start_request();
+            async move {
+                let response = handle(&client, request).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+            }
+        })
+    };
+    let (builders, clients, shutdown) = (
+        worker.builders.clone(),
+        worker.clients.clone(),
+        shutdown.clone(),
+    );
+    Some(async move {
+        let _admitted = admitted;
+        let limits = &clients.limits;
+        let Some((protocol, io)) = first_bytes(stream, peer, limits.header_timeout).await else {
+            return;
+        };
+        let io = TokioIo::new(io.with_activity(activity.clone()));
+        let served = match protocol {
+            Protocol::Http1 => {
+                let conn = builders.http1.serve_connection(io, service).with_upgrades();
+                connection::drive(
+                    conn,
+                    |conn| conn.graceful_shutdown(),
+                    &activity,
+                    limits,
+                    protocol,
+                    shutdown,
+                )
+                .await
+            }
+            Protocol::Http2 => {
+                let conn = builders.http2.serve_connection(io, service);
+                connection::drive(
+                    conn,
+                    |conn| conn.graceful_shutdown(),
+                    &activity,
+                    limits,
+                    protocol,
+                    shutdown,
+                )
+                .await
+            }
+        };
+        if let Err(error) = served {
+            count_error(&error, protocol);
+            debug!(client.addr = %peer, %error, "Connection ended with an error");
+        }
+    })
 }
 
 /// What the requests of one client connection share.
@@ -107,52 +335,12 @@ struct Client {
     tunnels: Tunnels,
 }
 
-/// One client connection: told HTTP/1.1 from h2c, then served until it ends
-/// (or is upgraded) or shutdown asks it to end.
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    client: Arc<Client>,
-    builders: Arc<Builders>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let (protocol, io) = match tokio::time::timeout(HEADER_READ_TIMEOUT, sniff(stream)).await {
-        Ok(Ok(Some(sniffed))) => sniffed,
-        Ok(Ok(None)) => return,
-        Ok(Err(error)) => {
-            debug!(client.addr = %peer, %error, "Reading the first bytes failed");
-            return;
-        }
-        Err(_) => {
-            debug!(client.addr = %peer, "Client sent nothing in time");
-            return;
-        }
-    };
-    let service = service_fn(move |request| handle(client.clone(), request));
-    let io = TokioIo::new(io);
-    let served = match protocol {
-        Protocol::Http1 => {
-            let conn = builders.http1.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            until_shutdown(conn, shutdown, |conn| conn.graceful_shutdown()).await
-        }
-        Protocol::Http2 => {
-            let conn = builders.http2.serve_connection(io, service);
-            tokio::pin!(conn);
-            until_shutdown(conn, shutdown, |conn| conn.graceful_shutdown()).await
-        }
-    };
-    if let Err(error) = served {
-        debug!(client.addr = %peer, %error, "Connection ended with an error");
-    }
-}
-
 /// Serves one request; a member that switched protocols gets a tunnel to
 /// the client's connection once hyper has upgraded it.
 async fn handle(
-    client: Arc<Client>,
+    client: &Client,
     mut request: http::Request<hyper::body::Incoming>,
-) -> Result<http::Response<crate::proxy::body::ProxyBody>, Infallible> {
+) -> http::Response<ProxyBody> {
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let mut response = client.proxy.handle(request, &client.info).await;
     if let (Some(slot), Some(on_upgrade)) =
@@ -161,25 +349,7 @@ async fn handle(
     {
         client.tunnels.open(on_upgrade, member);
     }
-    Ok(response)
-}
-
-/// Drives a client connection; once `shutdown` turns true, asks it to end
-/// gracefully (finish the request in flight, take no other) and lets it.
-async fn until_shutdown<C, E>(
-    mut conn: Pin<&mut C>,
-    mut shutdown: watch::Receiver<bool>,
-    graceful: impl FnOnce(Pin<&mut C>),
-) -> Result<(), E>
-where
-    C: Future<Output = Result<(), E>>,
-{
-    tokio::select! {
-        served = conn.as_mut() => return served,
-        () = crate::stopped(&mut shutdown) => {}
-    }
-    graceful(conn.as_mut());
-    conn.await
+    response
 }
 
 /// The tunnels of one worker: spawned on its tracker, closed by its token.
@@ -216,7 +386,7 @@ impl Tunnels {
             // request head and what `sniff` read that hyper did not take.
             match upgraded.downcast::<TokioIo<ClientIo>>() {
                 Ok(parts) => {
-                    let ClientIo { prefix, stream } = parts.io.into_inner();
+                    let ClientIo { prefix, stream, .. } = parts.io.into_inner();
                     let first = if prefix.is_empty() {
                         parts.read_buf
                     } else {
@@ -234,6 +404,38 @@ impl Tunnels {
     }
 }
 
+/// Reads a new connection's first bytes (within the header clock) to tell
+/// its protocol; `None` when it sent nothing or failed.
+async fn first_bytes(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    timeout: Duration,
+) -> Option<(Protocol, ClientIo)> {
+    match tokio::time::timeout(timeout, sniff(stream)).await {
+        Ok(Ok(sniffed)) => sniffed,
+        Ok(Err(error)) => {
+            debug!(client.addr = %peer, %error, "Reading the first bytes failed");
+            None
+        }
+        Err(_) => {
+            metrics::client_limit(ClientLimit::HeaderTimeout);
+            debug!(client.addr = %peer, "Client sent nothing in time");
+            None
+        }
+    }
+}
+
+/// Counts a connection that hyper ended for the client's fault.
+fn count_error(error: &hyper::Error, protocol: Protocol) {
+    let limit = match protocol {
+        _ if error.is_parse_too_large() => ClientLimit::HeadTooLarge,
+        _ if error.is_parse() => ClientLimit::Malformed,
+        Protocol::Http2 => ClientLimit::H2Protocol,
+        Protocol::Http1 => return,
+    };
+    metrics::client_limit(limit);
+}
+
 /// The connection builders of one worker, made once.
 struct Builders {
     http1: http1::Builder,
@@ -241,16 +443,22 @@ struct Builders {
 }
 
 impl Builders {
-    fn new() -> Self {
+    fn new(limits: &ClientLimits) -> Self {
         let mut http1 = http1::Builder::new();
+        // The header clock is the connection's own (see `connection`).
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(64 * 1024);
+            .header_read_timeout(None)
+            .max_headers(limits.max_headers)
+            .max_header_size(limits.max_header_size)
+            .max_buf_size(limits.max_header_size.max(64 * 1024));
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(limits.h2_max_header_list_size)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
             .enable_connect_protocol();
         Builders { http1, http2 }
     }
@@ -258,7 +466,7 @@ impl Builders {
 
 /// Which protocol a client connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(crate) enum Protocol {
     Http1,
     /// h2c with prior knowledge: the connection opens with the HTTP/2 preface.
     Http2,
@@ -287,7 +495,15 @@ async fn sniff(mut stream: TcpStream) -> std::io::Result<Option<(Protocol, Clien
         Protocol::Http1
     };
     let prefix = first.freeze();
-    Ok(Some((protocol, ClientIo { prefix, stream })))
+    Ok(Some((
+        protocol,
+        ClientIo {
+            prefix,
+            stream,
+            activity: None,
+            scan: HeadScan::default(),
+        },
+    )))
 }
 
 /// A client connection: the bytes [`sniff`] read, then the socket.
@@ -297,6 +513,16 @@ async fn sniff(mut stream: TcpStream) -> std::io::Result<Option<(Protocol, Clien
 struct ClientIo {
     prefix: Bytes,
     stream: TcpStream,
+    /// Told of reads: the first byte of a request head starts its clock.
+    activity: Option<Arc<Activity>>,
+    scan: HeadScan,
+}
+
+impl ClientIo {
+    fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
 }
 
 impl AsyncRead for ClientIo {
@@ -306,17 +532,26 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.prefix.is_empty() {
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
-        }
-        let chunk = if buf.remaining() >= this.prefix.len() {
-            // Taken whole, so the buffer is freed as soon as it is used.
-            std::mem::take(&mut this.prefix)
+        let before = buf.filled().len();
+        let polled = if this.prefix.is_empty() {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
         } else {
-            this.prefix.split_to(buf.remaining())
+            let chunk = if buf.remaining() >= this.prefix.len() {
+                // Taken whole, so the buffer is freed as soon as it is used.
+                std::mem::take(&mut this.prefix)
+            } else {
+                this.prefix.split_to(buf.remaining())
+            };
+            buf.put_slice(&chunk);
+            Poll::Ready(Ok(()))
         };
-        buf.put_slice(&chunk);
-        Poll::Ready(Ok(()))
+        if let Some(activity) = &this.activity
+            && let Some(read) = buf.filled().get(before..)
+            && !read.is_empty()
+        {
+            activity.read(&mut this.scan, read);
+        }
+        polled
     }
 }
 

@@ -2,6 +2,7 @@
 //! respond (or on-error). See DESIGN.md, "The data plane's request path".
 
 pub mod body;
+pub mod request;
 pub mod tunnel;
 mod upgrade;
 
@@ -20,8 +21,9 @@ use crate::balancer;
 use crate::config::table::{ClusterEntry, MemberEntry, RouteEntry, Table};
 use crate::health::outlier::{self, Outcome};
 use crate::proxy::body::ProxyBody;
+use crate::proxy::request::RequestError;
 use crate::proxy::upgrade::{Upgrade, switch};
-use crate::upstream::body::{BodyProgress, UpstreamBody};
+use crate::upstream::body::{BodyProgress, ClientBodyError, UpstreamBody};
 use crate::upstream::exchange::{Exchange, ExchangeError};
 use crate::upstream::h1::ResponseHead;
 use crate::upstream::retry::{self, Decision};
@@ -35,12 +37,21 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static URI_HEADER: HeaderName = HeaderName::from_static("uri");
 
+/// The default of `--max-uri-length` (nginx's 8 KiB header line).
+pub const DEFAULT_MAX_URI: usize = 8 * 1024;
+/// The default of `--client-body-timeout` (nginx's `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The proxy: the current table and what every request needs besides it.
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<ArcSwapOption<Table>>,
     /// `X-Forwarded-Server`: this replica's name, as Apache sends its `ServerName`.
     server_name: HeaderValue,
+    /// The longest request target accepted (longer: 414).
+    max_uri: usize,
+    /// How long a client may send nothing in the middle of its body (408).
+    body_timeout: Duration,
 }
 
 /// What the proxy knows of the client connection a request came on.
@@ -66,10 +77,12 @@ pub enum ProxyError {
     Upstream { member: String, error: String },
     #[error("member {member:?} did not answer within {limit:?}")]
     Timeout { member: String, limit: Duration },
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// The client's request body was invalid or stopped coming: its fault,
     /// not the member's.
-    #[error("the request body could not be read: {0}")]
-    ClientBody(String),
+    #[error(transparent)]
+    ClientBody(ClientBodyError),
 }
 
 impl ProxyError {
@@ -82,12 +95,16 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Request(error) => error.status(),
+            ProxyError::ClientBody(error) => error.status(),
         }
     }
 
-    fn into_response(self) -> Response<ProxyBody> {
+    /// The answer; `h1` says whether the request came over HTTP/1.x, where a
+    /// client error also closes the connection (h2 has no `Connection`).
+    fn into_response(self, h1: bool) -> Response<ProxyBody> {
         let status = self.status();
+        let close = h1 && matches!(self, ProxyError::Request(_) | ProxyError::ClientBody(_));
         let text = format!(
             "{} {}: {self}\n",
             status.as_u16(),
@@ -99,6 +116,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if close {
+            // What else the client sent on this connection cannot be trusted.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -107,7 +130,24 @@ impl Proxy {
     pub fn new(table: Arc<ArcSwapOption<Table>>, server_name: &str) -> Self {
         let server_name = HeaderValue::try_from(server_name)
             .unwrap_or_else(|_| HeaderValue::from_static("switchyard"));
-        Proxy { table, server_name }
+        Proxy {
+            table,
+            server_name,
+            max_uri: DEFAULT_MAX_URI,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+
+    /// Sets the longest request target accepted (`--max-uri-length`).
+    pub fn with_max_uri(mut self, max_uri: usize) -> Self {
+        self.max_uri = max_uri;
+        self
+    }
+
+    /// Sets how long a request body may stall (`--client-body-timeout`).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Serves one request; every failure becomes a response.
@@ -116,12 +156,13 @@ impl Proxy {
         request: Request<Incoming>,
         client: &ClientInfo,
     ) -> Response<ProxyBody> {
+        let h1 = request.version() < Version::HTTP_2;
         let response = match self.proxy(request, client).await {
             Ok(response) => response,
             Err(error) => {
                 debug!(%error, "Request failed");
                 metrics::error(&error);
-                error.into_response()
+                error.into_response(h1)
             }
         };
         metrics::response(response.status());
@@ -133,11 +174,15 @@ impl Proxy {
         request: Request<Incoming>,
         client: &ClientInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        // A malformed request is refused whatever the table says.
+        let target = request::target(&parts, self.max_uri)?;
         // The request finishes on the table it started with, whatever is swapped in meanwhile.
         let table = self.table.load_full().ok_or(ProxyError::NoConfig)?;
-        let (mut parts, body) = request.into_parts();
-        let host = client_host(&parts);
-        let route = route(&table, host.as_ref(), parts.uri.path())?;
+        let host = target.host;
+        let path = target.path_and_query.path();
+        let route = route(&table, host.as_ref(), &request::match_path(path))?;
+        let matched = request::original_len(path, route.path_prefix.len());
         let cluster = &table.clusters[route.cluster];
         let upgrade = Upgrade::asked(&parts);
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
@@ -146,12 +191,12 @@ impl Proxy {
         if let Some(upgrade) = &upgrade {
             upgrade.ask_member(&mut parts);
         }
-        parts.uri = Uri::from(rewrite_path(route, &parts.uri));
+        parts.uri = Uri::from(rewrite_path(route, &target.path_and_query, matched));
         add_forwarded(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
         let idempotent = retry::is_idempotent(&parts.method);
         let replay = idempotent && cluster.retry.max_retries > 0;
-        let (body, progress) = UpstreamBody::from_client(body, replay);
+        let (body, progress) = UpstreamBody::from_client(body, self.body_timeout, replay);
         let request = Request::from_parts(parts, body);
         let (member, head, exchange) = forward(
             cluster,
@@ -172,17 +217,6 @@ impl Proxy {
     }
 }
 
-/// The host the client asked for: the `Host` header, or the URI's authority (HTTP/2).
-fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    if let Some(host) = parts.headers.get(header::HOST) {
-        return Some(host.clone());
-    }
-    parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-}
-
 /// Step 1: the route for the request's host and path.
 fn route<'t>(
     table: &'t Table,
@@ -194,24 +228,18 @@ fn route<'t>(
     Ok(&table.routes[index])
 }
 
-/// The path and query sent upstream: the route's prefix replaced by its `rewrite_prefix`.
-fn rewrite_path(route: &RouteEntry, uri: &Uri) -> PathAndQuery {
-    let original = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+/// The path and query sent upstream: the first `matched` bytes of the path
+/// (the route's prefix as the client spelled it) replaced by its `rewrite_prefix`.
+fn rewrite_path(route: &RouteEntry, original: &PathAndQuery, matched: usize) -> PathAndQuery {
     let Some(rewrite) = &route.rewrite_prefix else {
-        return original;
+        return original.clone();
     };
-    let rest = original
-        .as_str()
-        .get(route.path_prefix.len()..)
-        .unwrap_or("");
+    let rest = original.as_str().get(matched..).unwrap_or("");
     let mut path = String::with_capacity(rewrite.len() + rest.len());
     path.push_str(rewrite);
     path.push_str(rest);
     // Both halves are valid path characters, so the join is too.
-    PathAndQuery::try_from(path).unwrap_or(original)
+    PathAndQuery::try_from(path).unwrap_or_else(|_| original.clone())
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Host`,
@@ -390,7 +418,7 @@ async fn forward<'t>(
         };
         let (error, written, answered, reused, replay) = failure;
         let failure = match &error {
-            ExchangeError::Client(why) => return Err(ProxyError::ClientBody(why.clone())),
+            ExchangeError::Client(error) => return Err(ProxyError::ClientBody(*error)),
             ExchangeError::Timeout(_) => retry::Failure::Timeout,
             ExchangeError::Closed | ExchangeError::Read(_) | ExchangeError::Write(_)
                 if !answered =>

@@ -1,15 +1,21 @@
 //! The request body on its way to a member: the client's body streamed as it
-//! comes, and whether it was sent in full (the response clock starts then).
+//! comes, and whether it was sent in full (the response clock starts then);
+//! a client that stalls in its body for the idle time gets
+//! [`ClientBodyError::Idle`] (nginx's `client_body_timeout`).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 use crate::upstream::retry::REPLAY_LIMIT;
 
@@ -20,6 +26,8 @@ pub enum UpstreamBody {
     Client {
         body: Incoming,
         progress: Arc<BodyProgress>,
+        /// Armed while waiting for the client's next frame.
+        idle: Pin<Box<Sleep>>,
         /// What was sent of the body, kept to send it again (idempotent requests only).
         replay: Option<Box<Replay>>,
     },
@@ -39,12 +47,61 @@ pub struct Replay {
     ended: bool,
 }
 
+/// Why a client's request body could not be carried: the client's fault, not
+/// the member's (the member is not marked failed for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClientBodyError {
+    /// No byte of the body came for `--client-body-timeout`.
+    #[error("the client's request body stalled")]
+    Idle,
+    /// Bad framing (a malformed chunk), as hyper reported it.
+    #[error("the client's request body is malformed")]
+    Invalid,
+    /// The client closed or reset before the end of its body.
+    #[error("the client's request body was cut short")]
+    Aborted,
+}
+
+impl ClientBodyError {
+    /// 408 for a stalled body (nginx), 400 otherwise.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ClientBodyError::Idle => StatusCode::REQUEST_TIMEOUT,
+            ClientBodyError::Invalid | ClientBodyError::Aborted => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn from_hyper(error: &hyper::Error) -> Self {
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                        ClientBodyError::Invalid
+                    }
+                    _ => ClientBodyError::Aborted,
+                };
+            }
+            source = cause.source();
+        }
+        if error.is_parse() {
+            ClientBodyError::Invalid
+        } else {
+            ClientBodyError::Aborted
+        }
+    }
+}
+
 /// Whether a client's request body has been sent to the member in full: the
 /// response timeout starts then.
 #[derive(Debug, Default)]
 pub struct BodyProgress {
     done: AtomicBool,
     notify: Notify,
+    /// How long the client may send nothing, and whether the clock runs
+    /// (kept here, off the size of every response body).
+    idle_timeout: Duration,
+    waiting: AtomicBool,
 }
 
 impl BodyProgress {
@@ -68,17 +125,26 @@ impl BodyProgress {
 }
 
 impl UpstreamBody {
-    /// Wraps a client's body; with its progress when there is a body to send.
-    /// A `replayable` body keeps what it sent (up to [`REPLAY_LIMIT`]) so
-    /// that it can be sent again ([`UpstreamBody::rewind`]).
-    pub fn from_client(body: Incoming, replayable: bool) -> (Self, Option<Arc<BodyProgress>>) {
+    /// Wraps a client's body, which may be idle for at most `timeout` between
+    /// two frames; with its progress when there is a body to send. A
+    /// `replayable` body keeps what it sent (up to [`REPLAY_LIMIT`]) so that it
+    /// can be sent again ([`UpstreamBody::rewind`]).
+    pub fn from_client(
+        body: Incoming,
+        timeout: Duration,
+        replayable: bool,
+    ) -> (Self, Option<Arc<BodyProgress>>) {
         if body.is_end_stream() {
             return (UpstreamBody::Empty, None);
         }
-        let progress = Arc::new(BodyProgress::default());
+        let progress = Arc::new(BodyProgress {
+            idle_timeout: timeout,
+            ..BodyProgress::default()
+        });
         let body = UpstreamBody::Client {
             body,
             progress: progress.clone(),
+            idle: Box::pin(tokio::time::sleep(timeout)),
             replay: replayable.then(Box::default),
         };
         (body, Some(progress))
@@ -142,7 +208,7 @@ impl Replay {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -153,6 +219,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Client {
                 body,
                 progress,
+                idle,
                 replay,
             } => {
                 if let Some(replay) = replay.as_deref_mut() {
@@ -164,22 +231,44 @@ impl Body for UpstreamBody {
                     }
                 }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None | Some(Err(_))) => progress.finish(),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => progress.finish(),
-                    _ => {}
-                }
-                if let Some(replay) = replay.as_deref_mut() {
-                    match &polled {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            replay.keep(frame);
-                            replay.ended = body.is_end_stream();
+                match polled {
+                    Poll::Pending => {
+                        // The clock runs only while the body is asked for and
+                        // the client has nothing: a member slow to take the
+                        // upload is not the client's stall.
+                        if !progress.waiting.swap(true, Ordering::Relaxed) {
+                            idle.as_mut().reset(Instant::now() + progress.idle_timeout);
                         }
-                        Poll::Ready(None) => replay.ended = true,
-                        _ => {}
+                        if idle.as_mut().poll(cx).is_ready() {
+                            progress.finish();
+                            return Poll::Ready(Some(Err(ClientBodyError::Idle)));
+                        }
+                        Poll::Pending
+                    }
+                    Poll::Ready(None) => {
+                        progress.finish();
+                        if let Some(replay) = replay.as_deref_mut() {
+                            replay.ended = true;
+                        }
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        progress.finish();
+                        Poll::Ready(Some(Err(ClientBodyError::from_hyper(&error))))
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        progress.waiting.store(false, Ordering::Relaxed);
+                        let ended = body.is_end_stream();
+                        if ended {
+                            progress.finish();
+                        }
+                        if let Some(replay) = replay.as_deref_mut() {
+                            replay.keep(&frame);
+                            replay.ended = ended;
+                        }
+                        Poll::Ready(Some(Ok(frame)))
                     }
                 }
-                polled
             }
         }
     }

@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 
-use crate::upstream::body::UpstreamBody;
+use crate::upstream::body::{ClientBodyError, UpstreamBody};
 use crate::upstream::h1::{self, Chunked, Decoded, Framing, H1Error, RequestFraming, ResponseHead};
 use crate::upstream::pool::{self, Pool};
 use crate::upstream::tls::MemberStream;
@@ -49,8 +49,8 @@ pub enum ExchangeError {
     Protocol(#[from] H1Error),
     #[error("the member's body ended early")]
     Truncated,
-    #[error("the client's request body failed: {0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(ClientBodyError),
     /// No response head within the (per-try) response timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -502,7 +502,7 @@ impl Upload {
                     Poll::Ready(Some(Err(error))) => {
                         self.body = None;
                         self.failed = Some(std::io::Error::other("the client's body failed"));
-                        return Err(ExchangeError::Client(error.to_string()));
+                        return Err(ExchangeError::Client(error));
                     }
                     Poll::Pending => break,
                 }

@@ -1,0 +1,413 @@
+//! One client connection's clocks: what it is doing (requests in flight,
+//! idle since when, a next request head begun) and the watchdog that closes
+//! it when the header or keep-alive clock runs out, or drains it on shutdown.
+//!
+//! hyper's own `header_read_timeout` is not used: it starts as soon as the
+//! connection waits for a head, so it also caps the keep-alive idle time,
+//! and nginx users expect the two apart (`client_header_timeout` 60 s,
+//! `keepalive_timeout` 75 s).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::admin::metrics::{self, ClientLimit};
+use crate::listener::{ClientLimits, Protocol};
+
+/// After an h2 GOAWAY (idle or drain), how long a connection with no stream
+/// may keep the socket before it is closed without waiting for the client's
+/// PING answer, which a client that only sent its preface never gives.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// On shutdown, how long an idle kept-alive h1 connection is left open
+/// before it is closed: a client that reuses it at once gets its request
+/// served (with `Connection: close`) instead of a reset, the race that
+/// closing an idle connection always has.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// "No first byte yet" in [`Activity::first_byte`].
+const NONE: u64 = u64::MAX;
+
+/// What one connection is doing, shared by its I/O, its service and its watchdog.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `start` to when the last request ended.
+    idle_since: AtomicU64,
+    /// Milliseconds from `start` to the first byte read while idle ([`NONE`]).
+    first_byte: AtomicU64,
+    /// Whether a request was served (the first waits under the header clock).
+    served: AtomicBool,
+    /// Counts the requests ended: the head being read belongs to this one.
+    generation: AtomicU64,
+    /// `generation + 1` once the head being read had a `Content-Length` line.
+    content_length_in: AtomicU64,
+    changed: Notify,
+}
+
+/// Looks for a `Content-Length` line in a request head as it is read, across
+/// reads: hyper reads a head with both it and `Transfer-Encoding` by the
+/// chunked framing and drops the length, so only the raw bytes tell.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScan {
+    generation: u64,
+    matched: usize,
+    /// The last bytes seen, to find the end of the head.
+    tail: u32,
+    ended: bool,
+}
+
+const CONTENT_LENGTH_LINE: &[u8] = b"\ncontent-length:";
+
+impl HeadScan {
+    /// Scans `bytes`; `true` if a `Content-Length` line ended in them.
+    fn scan(&mut self, bytes: &[u8]) -> bool {
+        let mut found = false;
+        for &byte in bytes {
+            if self.ended {
+                break;
+            }
+            self.tail = (self.tail << 8) | u32::from(byte);
+            if self.tail == u32::from_be_bytes(*b"\r\n\r\n") || self.tail & 0xffff == 0x0a0a {
+                self.ended = true;
+            }
+            let lower = byte.to_ascii_lowercase();
+            if CONTENT_LENGTH_LINE.get(self.matched) == Some(&lower) {
+                self.matched += 1;
+                if self.matched == CONTENT_LENGTH_LINE.len() {
+                    found = true;
+                    self.matched = 0;
+                }
+            } else {
+                self.matched = usize::from(lower == b'\n');
+            }
+        }
+        found
+    }
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            first_byte: AtomicU64::new(NONE),
+            served: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            content_length_in: AtomicU64::new(0),
+            changed: Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
+    /// Called with the bytes each read of the connection got: the first byte
+    /// of a next request head starts the header clock, and the head is
+    /// scanned for a `Content-Length` line (h1; what comes while a request is
+    /// in flight is its body, or a pipelined head, which hyper handles alone).
+    pub(crate) fn read(&self, scan: &mut HeadScan, bytes: &[u8]) {
+        if self.in_flight.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if self.first_byte.load(Ordering::Relaxed) == NONE {
+            self.first_byte.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_waiters();
+        }
+        let generation = self.generation.load(Ordering::Relaxed);
+        if scan.generation != generation {
+            *scan = HeadScan {
+                generation,
+                ..HeadScan::default()
+            };
+        }
+        if scan.scan(bytes) {
+            self.content_length_in
+                .store(generation + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the head of the request just parsed had a `Content-Length` line.
+    pub(crate) fn head_had_content_length(&self) -> bool {
+        self.content_length_in.load(Ordering::Relaxed)
+            == self.generation.load(Ordering::Relaxed) + 1
+    }
+
+    /// A request starts; it ends when the returned guard is dropped (with its
+    /// response body, or with the service future if the client went away).
+    pub(crate) fn start_request(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        Busy(self.clone())
+    }
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            activity
+                .idle_since
+                .store(activity.now_ms(), Ordering::Relaxed);
+            activity.first_byte.store(NONE, Ordering::Relaxed);
+            activity.served.store(true, Ordering::Relaxed);
+            activity.generation.fetch_add(1, Ordering::Relaxed);
+            activity.changed.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is
+/// sent (or dropped).
+#[derive(Debug)]
+pub(crate) struct Tracked<B> {
+    pub(crate) body: B,
+    pub(crate) _busy: Busy,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Drives a served connection to its end: closes it when a client clock runs
+/// out, and drains it (after its current request) once `shutdown` turns true.
+pub(crate) async fn drive<C>(
+    conn: C,
+    shut: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    limits: &ClientLimits,
+    protocol: Protocol,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    let mut draining = false;
+    // When an h2 GOAWAY was sent: from then the connection may stay idle only
+    // for the grace (time to write the GOAWAY, and for streams it let in).
+    let mut goaway: Option<Instant> = None;
+    loop {
+        let (keepalive, floor) = match goaway {
+            Some(sent) => (GOAWAY_GRACE, Some(sent)),
+            None => (limits.keepalive_timeout, None),
+        };
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            reason = expired(activity, limits.header_timeout, keepalive, floor, protocol) => {
+                if goaway.is_some() {
+                    return Ok(());
+                }
+                metrics::client_limit(reason);
+                tracing::debug!(?reason, "Closing a client connection");
+                match protocol {
+                    // An h1 connection that expired has no request in flight.
+                    Protocol::Http1 => return Ok(()),
+                    Protocol::Http2 => {
+                        shut(conn.as_mut());
+                        goaway = Some(Instant::now());
+                    }
+                }
+            }
+            () = drain_point(activity, protocol, &mut shutdown), if !draining => {
+                draining = true;
+                shut(conn.as_mut());
+                if protocol == Protocol::Http2 {
+                    goaway = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true and the connection is at a point where
+/// closing it loses nothing: for h1, a request in flight (hyper then closes
+/// after its response, with `Connection: close`) or idle with no next head
+/// begun for [`DRAIN_LINGER`]; a new connection is given its first request
+/// first (the header clock bounds the wait). h2 sends GOAWAY at once.
+async fn drain_point(
+    activity: &Activity,
+    protocol: Protocol,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    crate::stopped(shutdown).await;
+    if protocol == Protocol::Http2 {
+        return;
+    }
+    let linger_from = Instant::now();
+    loop {
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let idle = activity.served.load(Ordering::Relaxed)
+            && activity.first_byte.load(Ordering::Relaxed) == NONE;
+        if !idle {
+            changed.await;
+            continue;
+        }
+        let idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
+        let close_at = idle_since.max(linger_from) + DRAIN_LINGER;
+        if Instant::now() >= close_at {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(close_at) => {}
+            () = changed => {}
+        }
+    }
+}
+
+/// Resolves when the connection has had no request in flight for too long:
+/// for h1, `header` from the first byte of a head (or from the start, for the
+/// first request) or `keepalive` from the last response with no byte since;
+/// for h2, `keepalive` with no stream open (PINGs and SETTINGS do not count),
+/// idle time counted from `floor` at the earliest.
+async fn expired(
+    activity: &Activity,
+    header: Duration,
+    keepalive: Duration,
+    floor: Option<Instant>,
+    protocol: Protocol,
+) -> ClientLimit {
+    loop {
+        // Enabled before the state is read, so no change is missed.
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            changed.await;
+            continue;
+        }
+        let mut idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
+        if let Some(floor) = floor {
+            idle_since = idle_since.max(floor);
+        }
+        let first_byte = activity.first_byte.load(Ordering::Relaxed);
+        let (deadline, reason) = match protocol {
+            Protocol::Http2 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
+            Protocol::Http1 if first_byte != NONE => {
+                (activity.at(first_byte) + header, ClientLimit::HeaderTimeout)
+            }
+            Protocol::Http1 if !activity.served.load(Ordering::Relaxed) => {
+                (idle_since + header, ClientLimit::HeaderTimeout)
+            }
+            Protocol::Http1 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
+        };
+        if Instant::now() >= deadline {
+            return reason;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = changed => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(60);
+    const KEEPALIVE: Duration = Duration::from_secs(75);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_h1_connection_waits_for_its_first_head_under_the_header_clock() {
+        let activity = Activity::new();
+        let start = Instant::now();
+        let reason = expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http1).await;
+        assert_eq!(reason, ClientLimit::HeaderTimeout);
+        assert_eq!(start.elapsed(), HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_requests_the_keepalive_clock_runs_until_a_first_byte() {
+        let activity = Activity::new();
+        drop(activity.start_request());
+        let start = Instant::now();
+        assert_eq!(
+            expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http1).await,
+            ClientLimit::KeepaliveTimeout
+        );
+        assert_eq!(start.elapsed(), KEEPALIVE);
+
+        drop(activity.start_request());
+        let start = Instant::now();
+        let watchdog = expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http1);
+        tokio::pin!(watchdog);
+        tokio::select! {
+            _ = &mut watchdog => panic!("not yet"),
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        activity.read(&mut HeadScan::default(), b"G");
+        assert_eq!(watchdog.await, ClientLimit::HeaderTimeout);
+        assert_eq!(start.elapsed(), Duration::from_secs(10) + HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_stops_the_clocks() {
+        let activity = Activity::new();
+        let busy = activity.start_request();
+        let watchdog = expired(&activity, HEADER, KEEPALIVE, None, Protocol::Http2);
+        tokio::pin!(watchdog);
+        tokio::select! {
+            _ = &mut watchdog => panic!("a busy connection expired"),
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+        let start = Instant::now();
+        drop(busy);
+        // h2: bytes (PINGs, SETTINGS) do not count as activity.
+        activity.read(&mut HeadScan::default(), b"ping");
+        assert_eq!(watchdog.await, ClientLimit::KeepaliveTimeout);
+        assert_eq!(start.elapsed(), KEEPALIVE);
+    }
+
+    #[test]
+    fn a_content_length_line_is_found_across_reads_until_the_head_ends() {
+        let mut scan = HeadScan::default();
+        assert!(!scan.scan(b"POST / HTTP/1.1\r\nHost: x\r\nConTent-Le"));
+        assert!(scan.scan(b"ngth: 4\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        let mut scan = HeadScan::default();
+        assert!(!scan.scan(b"POST / HTTP/1.1\r\nX-A: content-length: 1\r\n\r\n"));
+        assert!(
+            !scan.scan(b"\r\ncontent-length: 1\r\n"),
+            "the body is not the head"
+        );
+    }
+}
