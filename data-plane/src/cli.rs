@@ -211,11 +211,12 @@ fn client_limits(args: &Args) -> anyhow::Result<ClientLimits> {
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
+    // Flags that are wrong in themselves first; then whether there is a config to serve.
+    let client = client_limits(&args)?;
+    let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
     if args.control_planes.is_empty() {
         check_cache_alone(args.cache_file.as_deref())?;
     }
-    let client = client_limits(&args)?;
-    let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
     crate::upstream::pool::set_idle_timeout(args.upstream_keepalive_timeout);
     let workers = args
         .workers
