@@ -170,13 +170,17 @@ fn rewrite_path(route: &RouteEntry, uri: &Uri) -> PathAndQuery {
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let Some(rewrite) = &route.rewrite_prefix else {
-        return original;
-    };
-    let rest = original
-        .as_str()
-        .get(route.path_prefix.len()..)
-        .unwrap_or("");
+    match &route.rewrite_prefix {
+        Some(rewrite) => replace_prefix(original, &route.path_prefix, rewrite),
+        None => original,
+    }
+}
+
+/// `original` with its first `prefix.len()` bytes (the route's prefix, which
+/// the path starts with) replaced by `rewrite`. Public for the
+/// `request_rewrite` fuzz target.
+pub fn replace_prefix(original: PathAndQuery, prefix: &str, rewrite: &str) -> PathAndQuery {
+    let rest = original.as_str().get(prefix.len()..).unwrap_or("");
     let mut path = String::with_capacity(rewrite.len() + rest.len());
     path.push_str(rewrite);
     path.push_str(rest);
@@ -237,12 +241,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The hop-by-hop headers besides `Connection` (RFC 9110, 7.6.1).
-static HOP_BY_HOP: [&HeaderName; 6] = [
+/// The hop-by-hop headers besides `Connection` (RFC 9110, 7.6.1). Not
+/// `Trailer`: it is end to end (RFC 9110, 6.6.2), and hyper sends an HTTP/1.1
+/// client only the trailers a response's `Trailer` names.
+static HOP_BY_HOP: [&HeaderName; 5] = [
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
     &header::TE,
-    &header::TRAILER,
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];
