@@ -146,6 +146,10 @@ pub fn parse_response(
                 Ok(None)
             };
         };
+        // Whether it came in one read or many, a head is no larger than this.
+        if len > MAX_HEAD {
+            return Err(H1Error::HeadTooLarge);
+        }
         let code = response.code.unwrap_or(0);
         let status =
             StatusCode::from_u16(code).map_err(|_| H1Error::Head(format!("status {code}")))?;

@@ -116,6 +116,12 @@ fn bad_heads_are_errors() {
         parse(&long, &Method::GET).unwrap_err(),
         H1Error::HeadTooLarge
     );
+    // Complete, but too large all the same (it came in one read).
+    let complete = format!("{long}\r\n\r\n");
+    assert_eq!(
+        parse(&complete, &Method::GET).unwrap_err(),
+        H1Error::HeadTooLarge
+    );
 }
 
 #[test]
