@@ -445,3 +445,30 @@ fn request_trailers_go_in_the_last_chunk() {
     encode_last_chunk(&mut out, &HeaderMap::new());
     assert_eq!(&out[..], LAST_CHUNK);
 }
+
+/// Inputs the fuzz targets found (harness bugs both, kept as cases): the
+/// same bytes parse the same whole or split, leftovers included.
+#[test]
+fn fuzz_inputs_parse_the_same_whole_or_split() {
+    let input = b"\nHTTP/1.0 820\n\nHTTP/1.0 820\x03\t\0\xff\xff\0\0\x000 82\x03";
+    let mut whole = BytesMut::from(&input[..]);
+    let head = parse_response(&mut whole, &Method::HEAD).unwrap().unwrap();
+    assert_eq!((head.status.as_u16(), head.framing), (820, Framing::Empty));
+    for cut in 0..input.len() {
+        let mut split = BytesMut::from(&input[..cut]);
+        let first = parse_response(&mut split, &Method::HEAD).unwrap();
+        split.extend_from_slice(&input[cut..]);
+        if first.is_none() {
+            parse_response(&mut split, &Method::HEAD).unwrap().unwrap();
+        }
+        assert_eq!(split, whole, "cut at {cut}");
+    }
+
+    let input = b"0\r\n\r\n\r\nl5sl\xff\n\xff";
+    let (decoded, rest) = decode_split(input, &[]);
+    assert_eq!(decoded.unwrap(), (vec![], HeaderMap::new(), true));
+    assert_eq!(&rest[..], b"\r\nl5sl\xff\n\xff");
+    for cut in 0..input.len() {
+        assert_eq!(decode_split(input, &[cut]).1, rest, "cut at {cut}");
+    }
+}
