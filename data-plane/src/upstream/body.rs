@@ -78,7 +78,10 @@ impl Body for UpstreamBody {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(None | Some(Err(_))) => progress.finish(),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => progress.finish(),
+                    // Trailers are the last frame, whatever `is_end_stream` says.
+                    Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || body.is_end_stream() => {
+                        progress.finish()
+                    }
                     _ => {}
                 }
                 polled

@@ -313,7 +313,11 @@ async fn a_truncated_body_is_an_error_after_the_bytes_that_came() {
 async fn client_body(
     chunks: &[&'static str],
     trailers: HeaderMap,
-) -> (UpstreamBody, tokio::task::JoinHandle<()>) {
+) -> (
+    UpstreamBody,
+    Arc<crate::upstream::body::BodyProgress>,
+    tokio::task::JoinHandle<()>,
+) {
     use http_body_util::StreamBody;
     use hyper_util::rt::TokioIo;
 
@@ -359,7 +363,8 @@ async fn client_body(
         let _ = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) }).await;
     });
     let incoming = incoming_rx.await.unwrap();
-    (UpstreamBody::from_client(incoming).0, connections)
+    let (body, progress) = UpstreamBody::from_client(incoming);
+    (body, progress.unwrap(), connections)
 }
 
 #[tokio::test]
@@ -367,7 +372,7 @@ async fn a_clients_trailers_go_in_the_last_chunk_to_the_member() {
     let mut trailers = HeaderMap::new();
     trailers.insert("x-checksum", HeaderValue::from_static("42"));
     trailers.insert("content-length", HeaderValue::from_static("1"));
-    let (body, connections) = client_body(&["hello", " world"], trailers).await;
+    let (body, progress, connections) = client_body(&["hello", " world"], trailers).await;
     let request = Request::builder()
         .method(Method::POST)
         .header("trailer", "x-checksum");
@@ -389,5 +394,9 @@ async fn a_clients_trailers_go_in_the_last_chunk_to_the_member() {
         "{seen:?}"
     );
     assert!(!seen.contains("content-length"), "{seen:?}");
+    assert!(
+        progress.is_done(),
+        "the upload counts as sent: the response clock starts"
+    );
     connections.abort();
 }
