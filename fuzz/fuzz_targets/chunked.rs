@@ -75,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
     let whole = decode(input, &[]);
     let split = decode(input, &cuts);
     if whole.failed || split.failed {
-        assert_eq!(whole.failed, split.failed, "cuts {cuts:?}: {whole:?} / {split:?}");
+        assert_eq!(
+            whole.failed, split.failed,
+            "cuts {cuts:?}: {whole:?} / {split:?}"
+        );
         return;
     }
     assert_eq!(whole, split, "cuts {cuts:?}");

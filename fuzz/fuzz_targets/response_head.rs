@@ -38,15 +38,27 @@ fuzz_target!(|data: &[u8]| {
     let result = h1::parse_response(&mut whole, method);
     if let Ok(Some(head)) = &result {
         let lengths: Vec<_> = head.headers.get_all(CONTENT_LENGTH).iter().collect();
-        assert!(lengths.len() <= 1, "one content-length at most: {lengths:?}");
+        assert!(
+            lengths.len() <= 1,
+            "one content-length at most: {lengths:?}"
+        );
         if head.headers.contains_key(TRANSFER_ENCODING) {
-            assert!(lengths.is_empty(), "content-length beside transfer-encoding");
+            assert!(
+                lengths.is_empty(),
+                "content-length beside transfer-encoding"
+            );
         }
         if let Framing::Length(n) = head.framing {
-            assert_eq!(lengths.first().map(|v| v.as_bytes()), Some(n.to_string().as_bytes()));
+            assert_eq!(
+                lengths.first().map(|v| v.as_bytes()),
+                Some(n.to_string().as_bytes())
+            );
         }
         if head.framing == Framing::UntilClose {
-            assert!(!head.keep_alive, "a body until close cannot keep the connection");
+            assert!(
+                !head.keep_alive,
+                "a body until close cannot keep the connection"
+            );
         }
     }
     // The same bytes in two reads: the first may be partial, never different.
@@ -64,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
         whole_summary.starts_with("error"),
         split_summary.starts_with("error"),
     );
-    assert_eq!(whole_failed, split_failed, "cut at {cut}: {whole_summary} / {split_summary}");
+    assert_eq!(
+        whole_failed, split_failed,
+        "cut at {cut}: {whole_summary} / {split_summary}"
+    );
     if !whole_failed {
         assert_eq!(whole_summary, split_summary, "cut at {cut}");
         assert_eq!(whole, split, "what is left after the head");
