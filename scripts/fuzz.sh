@@ -14,6 +14,7 @@
 #   FUZZ_SECONDS   seconds per target (default 60)
 #   FUZZ_JOBS      build jobs (default 2)
 #   FUZZ_SANITIZER address (default) or none, passed to `cargo fuzz --sanitizer`
+#   FUZZ_ARGS      more libFuzzer flags, e.g. "-max_len=40000" to reach the 16 KiB caps
 #
 # Installs cargo-fuzz if it is missing (`cargo install cargo-fuzz --locked`). libFuzzer needs
 # nightly flags; on a stable toolchain they are unlocked with RUSTC_BOOTSTRAP=1.
@@ -40,7 +41,7 @@ for target in "${targets[@]}"; do
     echo "fuzz.sh: ${target} for ${seconds}s" >&2
     mkdir -p "fuzz/corpus/${target}"
     if ! cargo fuzz run --sanitizer "${sanitizer}" "${target}" "fuzz/corpus/${target}" -- \
-        -max_total_time="${seconds}" -timeout=10 -rss_limit_mb=2048; then
+        -max_total_time="${seconds}" -timeout=10 -rss_limit_mb=2048 ${FUZZ_ARGS:-}; then
         failed+=("${target}")
     fi
 done
