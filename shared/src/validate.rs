@@ -333,14 +333,18 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
             quoted(&route.path_prefix)
         )));
     }
+    // The rewritten path must be one a request line can carry, or the data
+    // plane could not send it (found by the request_rewrite fuzz target: a
+    // control character passed, and the rewrite was silently not applied).
     if let Some(rewrite) = &route.rewrite_prefix
         && (!rewrite.starts_with('/')
             || rewrite
                 .bytes()
-                .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#'))
+                .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#')
+            || http::uri::PathAndQuery::try_from(rewrite.as_str()).is_err())
     {
         return Err(ConfigError::invalid(format!(
-            "route {name}: rewrite_prefix {} must start with '/' and have no spaces, '?' or '#'",
+            "route {name}: rewrite_prefix {} must start with '/' and have only URL path characters (no spaces, control characters, '?' or '#'; others percent-encoded)",
             quoted(rewrite)
         )));
     }
@@ -469,6 +473,30 @@ mod tests {
         cluster.members[0].weight = 1;
         cluster.members.push(Member::new("http://127.0.0.1:8080"));
         assert!(normalize_cluster(&mut cluster).is_err());
+    }
+
+    #[test]
+    fn rewrite_prefixes_are_url_paths() {
+        for good in ["/", "/app/", "/a%20b/", "/{json}/", "/~user/"] {
+            let mut route = Route::new("r", "/", "c");
+            route.rewrite_prefix = Some(good.into());
+            assert!(normalize_route(&mut route).is_ok(), "{good:?}");
+        }
+        // The first from the request_rewrite fuzz target.
+        for bad in [
+            "/\u{f}\u{f}",
+            "app",
+            "/a b",
+            "/a?b",
+            "/a#b",
+            "/\u{7f}",
+            "/<a>",
+            "/`",
+        ] {
+            let mut route = Route::new("r", "/", "c");
+            route.rewrite_prefix = Some(bad.into());
+            assert!(normalize_route(&mut route).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -231,15 +231,22 @@ fn route<'t>(
 /// The path and query sent upstream: the first `matched` bytes of the path
 /// (the route's prefix as the client spelled it) replaced by its `rewrite_prefix`.
 fn rewrite_path(route: &RouteEntry, original: &PathAndQuery, matched: usize) -> PathAndQuery {
-    let Some(rewrite) = &route.rewrite_prefix else {
-        return original.clone();
-    };
+    match &route.rewrite_prefix {
+        Some(rewrite) => replace_prefix(original.clone(), matched, rewrite),
+        None => original.clone(),
+    }
+}
+
+/// `original` with its first `matched` bytes (the route's prefix, which the
+/// path starts with) replaced by `rewrite`. Public for the `request_rewrite`
+/// fuzz target.
+pub fn replace_prefix(original: PathAndQuery, matched: usize, rewrite: &str) -> PathAndQuery {
     let rest = original.as_str().get(matched..).unwrap_or("");
     let mut path = String::with_capacity(rewrite.len() + rest.len());
     path.push_str(rewrite);
     path.push_str(rest);
     // Both halves are valid path characters, so the join is too.
-    PathAndQuery::try_from(path).unwrap_or_else(|_| original.clone())
+    PathAndQuery::try_from(path).unwrap_or(original)
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Host`,
@@ -295,12 +302,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The hop-by-hop headers besides `Connection` (RFC 9110, 7.6.1).
-static HOP_BY_HOP: [&HeaderName; 6] = [
+/// The hop-by-hop headers besides `Connection` (RFC 9110, 7.6.1). Not
+/// `Trailer`: it is end to end (RFC 9110, 6.6.2), and hyper sends an HTTP/1.1
+/// client only the trailers a response's `Trailer` names.
+static HOP_BY_HOP: [&HeaderName; 5] = [
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
     &header::TE,
-    &header::TRAILER,
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];

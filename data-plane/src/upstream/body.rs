@@ -258,7 +258,8 @@ impl Body for UpstreamBody {
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         progress.waiting.store(false, Ordering::Relaxed);
-                        let ended = body.is_end_stream();
+                        // Trailers are the last frame, whatever `is_end_stream` says.
+                        let ended = frame.is_trailers() || body.is_end_stream();
                         if ended {
                             progress.finish();
                         }

@@ -18,7 +18,9 @@ use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 
 use crate::upstream::body::{ClientBodyError, UpstreamBody};
-use crate::upstream::h1::{self, Chunked, Decoded, Framing, H1Error, RequestFraming, ResponseHead};
+use crate::upstream::h1::{
+    self, ChunkedDecoder, Decoded, Framing, H1Error, RequestFraming, ResponseHead,
+};
 use crate::upstream::pool::{self, Pool};
 use crate::upstream::tls::MemberStream;
 
@@ -94,7 +96,7 @@ impl Conn {
 enum Reading {
     Head,
     Length(u64),
-    Chunked(Chunked),
+    Chunked(ChunkedDecoder),
     UntilClose,
     /// The body broke (see [`Exchange::failure`]): an error, once what was
     /// read before it has gone out.
@@ -296,7 +298,7 @@ impl Exchange {
                 self.reading = match head.framing {
                     Framing::Empty => Reading::Done,
                     Framing::Length(n) => Reading::Length(n),
-                    Framing::Chunked => Reading::Chunked(Chunked::Size),
+                    Framing::Chunked => Reading::Chunked(ChunkedDecoder::new()),
                     Framing::UntilClose => Reading::UntilClose,
                 };
                 if self.reading == Reading::Done {
@@ -358,7 +360,10 @@ impl Exchange {
         }
     }
 
-    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         let uploaded = self.upload.written_bytes;
         if let Err(error) = self.drive_upload(cx) {
             // The client gave up its upload: the member's answer cannot be trusted to end.
@@ -390,12 +395,16 @@ impl Exchange {
                     } else {
                         self.reading = Reading::Length(left);
                     }
-                    return Poll::Ready(Some(Ok(data)));
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Reading::Chunked(mut state) => match state.decode(&mut conn.buf) {
                     Ok(Decoded::Data(data)) => {
                         self.reading = Reading::Chunked(state);
-                        return Poll::Ready(Some(Ok(data)));
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Decoded::Trailers(trailers)) => {
+                        self.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
                     Ok(Decoded::Done) => {
                         self.finish();
@@ -406,7 +415,7 @@ impl Exchange {
                 },
                 Reading::UntilClose if !conn.buf.is_empty() => {
                     let data = conn.buf.split().freeze();
-                    return Poll::Ready(Some(Ok(data)));
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Reading::Length(_) | Reading::UntilClose => {}
             }
@@ -439,7 +448,7 @@ impl Exchange {
         &mut self,
         error: ExchangeError,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         self.conn = None;
         self.failure = Some(Box::new(error));
         self.reading = Reading::Failed;
@@ -485,11 +494,18 @@ impl Upload {
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         self.touched = true;
-                        if let Ok(data) = frame.into_data() {
-                            if self.chunked {
-                                h1::encode_chunk(&mut self.out, &data);
-                            } else {
-                                self.out.extend_from_slice(&data);
+                        match frame.into_data() {
+                            Ok(data) if self.chunked => h1::encode_chunk(&mut self.out, &data),
+                            Ok(data) => self.out.extend_from_slice(&data),
+                            // Trailers end the body; they travel only in a
+                            // chunked one (a `Content-Length` body drops them).
+                            Err(frame) => {
+                                if let Ok(trailers) = frame.into_trailers() {
+                                    if self.chunked {
+                                        h1::encode_last_chunk(&mut self.out, &trailers);
+                                    }
+                                    self.body = None;
+                                }
                             }
                         }
                     }
@@ -561,9 +577,7 @@ impl Body for Exchange {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.get_mut()
-            .poll_body(cx)
-            .map(|data| data.map(|data| data.map(Frame::data)))
+        self.get_mut().poll_body(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -578,3 +592,6 @@ impl Body for Exchange {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
