@@ -50,6 +50,10 @@ pub(crate) struct Activity {
     generation: AtomicU64,
     /// `generation + 1` once the head being read had a `Content-Length` line.
     content_length_in: AtomicU64,
+    /// Set once the connection drains: from then on every change is told
+    /// through `changed` (before, the clocks look at the state lazily, so a
+    /// request costs no wake-up of its own).
+    draining: AtomicBool,
     changed: Notify,
 }
 
@@ -69,28 +73,67 @@ const CONTENT_LENGTH_LINE: &[u8] = b"\ncontent-length:";
 
 impl HeadScan {
     /// Scans `bytes`; `true` if a `Content-Length` line ended in them.
+    ///
+    /// A match can only start at a line end and the head only ends at one,
+    /// so the bytes between line ends are skipped with `memchr` (a request
+    /// head is a handful of lines): a byte at a time only while a match or
+    /// the head's end is under way.
     fn scan(&mut self, bytes: &[u8]) -> bool {
         let mut found = false;
-        for &byte in bytes {
-            if self.ended {
-                break;
+        let mut at = 0;
+        while at < bytes.len() && !self.ended {
+            if self.matched == 0 && !self.at_line_end() {
+                let Some(offset) = memchr::memchr(b'\n', &bytes[at..]) else {
+                    self.skip(&bytes[at..]);
+                    break;
+                };
+                self.skip(&bytes[at..at + offset]);
+                at += offset;
             }
-            self.tail = (self.tail << 8) | u32::from(byte);
-            if self.tail == u32::from_be_bytes(*b"\r\n\r\n") || self.tail & 0xffff == 0x0a0a {
-                self.ended = true;
-            }
-            let lower = byte.to_ascii_lowercase();
-            if CONTENT_LENGTH_LINE.get(self.matched) == Some(&lower) {
-                self.matched += 1;
-                if self.matched == CONTENT_LENGTH_LINE.len() {
-                    found = true;
-                    self.matched = 0;
-                }
-            } else {
-                self.matched = usize::from(lower == b'\n');
-            }
+            found |= self.step(bytes[at]);
+            at += 1;
         }
         found
+    }
+
+    /// Whether the last byte seen ends a line (so the next may start a match
+    /// or end the head).
+    fn at_line_end(&self) -> bool {
+        self.tail & 0xff == u32::from(b'\n')
+    }
+
+    /// Bytes with no line end in them: only the last four matter, as tail.
+    fn skip(&mut self, bytes: &[u8]) {
+        match bytes.len() {
+            0 => {}
+            n if n >= 4 => {
+                self.tail =
+                    u32::from_be_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]);
+            }
+            _ => {
+                for &byte in bytes {
+                    self.tail = (self.tail << 8) | u32::from(byte);
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, byte: u8) -> bool {
+        self.tail = (self.tail << 8) | u32::from(byte);
+        if self.tail == u32::from_be_bytes(*b"\r\n\r\n") || self.tail & 0xffff == 0x0a0a {
+            self.ended = true;
+        }
+        let lower = byte.to_ascii_lowercase();
+        if CONTENT_LENGTH_LINE.get(self.matched) == Some(&lower) {
+            self.matched += 1;
+            if self.matched == CONTENT_LENGTH_LINE.len() {
+                self.matched = 0;
+                return true;
+            }
+        } else {
+            self.matched = usize::from(lower == b'\n');
+        }
+        false
     }
 }
 
@@ -104,6 +147,7 @@ impl Activity {
             served: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             content_length_in: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             changed: Notify::new(),
         })
     }
@@ -116,6 +160,13 @@ impl Activity {
         self.start + Duration::from_millis(ms)
     }
 
+    /// Tells a draining connection's watchdog that something changed.
+    fn changed(&self) {
+        if self.draining.load(Ordering::Relaxed) {
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Called with the bytes each read of the connection got: the first byte
     /// of a next request head starts the header clock, and the head is
     /// scanned for a `Content-Length` line (h1; what comes while a request is
@@ -126,7 +177,7 @@ impl Activity {
         }
         if self.first_byte.load(Ordering::Relaxed) == NONE {
             self.first_byte.store(self.now_ms(), Ordering::Relaxed);
-            self.changed.notify_waiters();
+            self.changed();
         }
         let generation = self.generation.load(Ordering::Relaxed);
         if scan.generation != generation {
@@ -151,7 +202,7 @@ impl Activity {
     /// response body, or with the service future if the client went away).
     pub(crate) fn start_request(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.changed.notify_waiters();
+        self.changed();
         Busy(self.clone())
     }
 }
@@ -170,7 +221,7 @@ impl Drop for Busy {
             activity.first_byte.store(NONE, Ordering::Relaxed);
             activity.served.store(true, Ordering::Relaxed);
             activity.generation.fetch_add(1, Ordering::Relaxed);
-            activity.changed.notify_waiters();
+            activity.changed();
         }
     }
 }
@@ -268,6 +319,8 @@ async fn drain_point(
     if protocol == Protocol::Http2 {
         return;
     }
+    // From here on every change wakes this loop (see `Activity::changed`).
+    activity.draining.store(true, Ordering::Relaxed);
     let linger_from = Instant::now();
     loop {
         let changed = activity.changed.notified();
@@ -299,6 +352,10 @@ async fn drain_point(
 /// first request) or `keepalive` from the last response with no byte since;
 /// for h2, `keepalive` with no stream open (PINGs and SETTINGS do not count),
 /// idle time counted from `floor` at the earliest.
+///
+/// Lazy: one timer, set to the earliest instant a clock could run out, and
+/// the state looked at when it fires — never later than a real deadline,
+/// and requests neither wake it nor move it.
 async fn expired(
     activity: &Activity,
     header: Duration,
@@ -306,36 +363,58 @@ async fn expired(
     floor: Option<Instant>,
     protocol: Protocol,
 ) -> ClientLimit {
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     loop {
-        // Enabled before the state is read, so no change is missed.
-        let changed = activity.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if activity.in_flight.load(Ordering::Relaxed) > 0 {
-            changed.await;
-            continue;
+        let now = Instant::now();
+        let (deadline, reason) = next_deadline(activity, header, keepalive, floor, protocol, now);
+        match reason {
+            Some(reason) if now >= deadline => return reason,
+            _ => {}
         }
-        let mut idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
-        if let Some(floor) = floor {
-            idle_since = idle_since.max(floor);
+        timer.as_mut().reset(deadline.max(now));
+        timer.as_mut().await;
+    }
+}
+
+/// When to look at a connection's clocks next, and which one runs out then
+/// (`None`: none can have run out before; look again).
+fn next_deadline(
+    activity: &Activity,
+    header: Duration,
+    keepalive: Duration,
+    floor: Option<Instant>,
+    protocol: Protocol,
+    now: Instant,
+) -> (Instant, Option<ClientLimit>) {
+    // A request in flight stops the clocks; one that ends starts them no
+    // earlier than the next look.
+    if activity.in_flight.load(Ordering::Relaxed) > 0 {
+        return (now + header.min(keepalive), None);
+    }
+    let mut idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
+    if let Some(floor) = floor {
+        idle_since = idle_since.max(floor);
+    }
+    let first_byte = activity.first_byte.load(Ordering::Relaxed);
+    match protocol {
+        Protocol::Http2 => (idle_since + keepalive, Some(ClientLimit::KeepaliveTimeout)),
+        Protocol::Http1 if first_byte != NONE => (
+            activity.at(first_byte) + header,
+            Some(ClientLimit::HeaderTimeout),
+        ),
+        Protocol::Http1 if !activity.served.load(Ordering::Relaxed) => {
+            (idle_since + header, Some(ClientLimit::HeaderTimeout))
         }
-        let first_byte = activity.first_byte.load(Ordering::Relaxed);
-        let (deadline, reason) = match protocol {
-            Protocol::Http2 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
-            Protocol::Http1 if first_byte != NONE => {
-                (activity.at(first_byte) + header, ClientLimit::HeaderTimeout)
+        Protocol::Http1 => {
+            let idle_end = idle_since + keepalive;
+            // A first byte may come before then and start the header clock,
+            // which cannot run out before `now + header`.
+            if now + header < idle_end {
+                (now + header, None)
+            } else {
+                (idle_end, Some(ClientLimit::KeepaliveTimeout))
             }
-            Protocol::Http1 if !activity.served.load(Ordering::Relaxed) => {
-                (idle_since + header, ClientLimit::HeaderTimeout)
-            }
-            Protocol::Http1 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
-        };
-        if Instant::now() >= deadline {
-            return reason;
-        }
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => {}
-            () = changed => {}
         }
     }
 }

@@ -45,7 +45,8 @@ pub fn idle_limit(headers: &HeaderMap) -> Duration {
 
 /// The `timeout=N` (seconds) of a `Keep-Alive` header (RFC 2068, 19.7.1.1).
 fn member_keep_alive(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("keep-alive")?.to_str().ok()?;
+    static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+    let value = headers.get(&KEEP_ALIVE)?.to_str().ok()?;
     value.split(',').find_map(|param| {
         let (name, seconds) = param.split_once('=')?;
         if !name.trim().eq_ignore_ascii_case("timeout") {
