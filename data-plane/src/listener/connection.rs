@@ -378,7 +378,10 @@ async fn expired(
 }
 
 /// When to look at a connection's clocks next, and which one runs out then
-/// (`None`: none can have run out before; look again).
+/// (`None`: none can have run out before; look again). Any change of state
+/// starts a clock that runs out at least `min(header, keepalive)` after it
+/// (a head's first byte: `header`; a request's end: `keepalive`), so looking
+/// at least that often is never late.
 fn next_deadline(
     activity: &Activity,
     header: Duration,
@@ -387,35 +390,30 @@ fn next_deadline(
     protocol: Protocol,
     now: Instant,
 ) -> (Instant, Option<ClientLimit>) {
-    // A request in flight stops the clocks; one that ends starts them no
-    // earlier than the next look.
+    let look_again = now + header.min(keepalive);
+    // A request in flight stops the clocks.
     if activity.in_flight.load(Ordering::Relaxed) > 0 {
-        return (now + header.min(keepalive), None);
+        return (look_again, None);
     }
     let mut idle_since = activity.at(activity.idle_since.load(Ordering::Relaxed));
     if let Some(floor) = floor {
         idle_since = idle_since.max(floor);
     }
     let first_byte = activity.first_byte.load(Ordering::Relaxed);
-    match protocol {
-        Protocol::Http2 => (idle_since + keepalive, Some(ClientLimit::KeepaliveTimeout)),
-        Protocol::Http1 if first_byte != NONE => (
-            activity.at(first_byte) + header,
-            Some(ClientLimit::HeaderTimeout),
-        ),
+    let (deadline, reason) = match protocol {
+        Protocol::Http2 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
+        Protocol::Http1 if first_byte != NONE => {
+            (activity.at(first_byte) + header, ClientLimit::HeaderTimeout)
+        }
         Protocol::Http1 if !activity.served.load(Ordering::Relaxed) => {
-            (idle_since + header, Some(ClientLimit::HeaderTimeout))
+            (idle_since + header, ClientLimit::HeaderTimeout)
         }
-        Protocol::Http1 => {
-            let idle_end = idle_since + keepalive;
-            // A first byte may come before then and start the header clock,
-            // which cannot run out before `now + header`.
-            if now + header < idle_end {
-                (now + header, None)
-            } else {
-                (idle_end, Some(ClientLimit::KeepaliveTimeout))
-            }
-        }
+        Protocol::Http1 => (idle_since + keepalive, ClientLimit::KeepaliveTimeout),
+    };
+    if deadline <= look_again {
+        (deadline, Some(reason))
+    } else {
+        (look_again, None)
     }
 }
 
@@ -475,6 +473,22 @@ mod tests {
         activity.read(&mut HeadScan::default(), b"ping");
         assert_eq!(watchdog.await, ClientLimit::KeepaliveTimeout);
         assert_eq!(start.elapsed(), KEEPALIVE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_keepalive_runs_out_although_the_first_head_had_a_longer_clock() {
+        let keepalive = Duration::from_secs(1);
+        let activity = Activity::new();
+        let watchdog = expired(&activity, HEADER, keepalive, None, Protocol::Http1);
+        tokio::pin!(watchdog);
+        tokio::select! {
+            _ = &mut watchdog => panic!("not yet"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        drop(activity.start_request());
+        let start = Instant::now();
+        assert_eq!(watchdog.await, ClientLimit::KeepaliveTimeout);
+        assert_eq!(start.elapsed(), keepalive);
     }
 
     #[test]
