@@ -606,6 +606,11 @@ pub fn set_workers(workers: usize) {
     WORKERS.store(workers.max(1), Ordering::Relaxed);
 }
 
+/// The calling worker's index (`usize::MAX` off the workers).
+pub fn worker_index() -> usize {
+    WORKER.with(Cell::get)
+}
+
 /// Marks the calling thread as worker `index`, so it uses that worker's pools.
 pub fn enter_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));

@@ -100,13 +100,21 @@ const WINDOW_MS: u64 = 10_000;
 
 /// A cluster's retry budget (linkerd's, Finagle's): retries may add at most
 /// `budget_percent` of the requests of the last few seconds, plus
-/// `budget_min_per_second`. Requests are counted with one relaxed atomic add;
-/// the lock is taken only to retry.
+/// `budget_min_per_second`. Requests are counted with one relaxed atomic add
+/// on the calling worker's own cache line (no line shared between workers is
+/// written per request); the lock is taken only to retry.
 #[derive(Debug, Default)]
 pub struct RetryBudget {
-    requests: AtomicU64,
+    requests: [Counter; COUNTERS],
     window: Mutex<Window>,
 }
+
+/// Request counters, one per worker (modulo), each on a cache line of its own.
+const COUNTERS: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Counter(AtomicU64);
 
 #[derive(Debug, Default)]
 struct Window {
@@ -122,13 +130,21 @@ struct Window {
 impl RetryBudget {
     /// Counts a request (first attempts only).
     pub fn request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let slot = crate::upstream::worker_index() % COUNTERS;
+        self.requests[slot].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Takes one retry from the budget, if there is one left.
     pub fn withdraw(&self, policy: &RetryPolicy) -> bool {
         let now = clock_ms();
-        let requests = self.requests.load(Ordering::Relaxed);
+        let requests = self.requests();
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
         if window.start_ms == 0 {
             // The first retry: every request so far counts.
