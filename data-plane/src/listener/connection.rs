@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::admin::metrics::{self, ClientLimit};
@@ -254,19 +254,90 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
+/// A worker's connections, as far as a drain must reach them: a flag, and the
+/// waker of each connection's task, registered once when it starts. A
+/// connection looks at the flag when its task wakes (one atomic load), so no
+/// wake-up of a connection, a request's included, takes a lock for it.
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    stopping: AtomicBool,
+    wakers: std::sync::Mutex<Wakers>,
+}
+
+#[derive(Debug, Default)]
+struct Wakers {
+    next: u64,
+    by_id: std::collections::HashMap<u64, std::task::Waker>,
+}
+
+impl Drain {
+    /// Starts the drain: every registered connection is woken to see it.
+    pub(crate) fn start(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for waker in wakers.by_id.values() {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Registers the calling task until the guard is dropped.
+    fn register(self: &Arc<Self>, waker: &std::task::Waker) -> Registered {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let id = wakers.next;
+        wakers.next += 1;
+        wakers.by_id.insert(id, waker.clone());
+        Registered {
+            drain: self.clone(),
+            id,
+        }
+    }
+}
+
+/// A connection's place in its worker's [`Drain`].
+struct Registered {
+    drain: Arc<Drain>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut wakers = self.drain.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.by_id.remove(&self.id);
+    }
+}
+
+/// Resolves once the drain has started (the task was registered to be woken).
+async fn drain_started(drain: &Drain) {
+    std::future::poll_fn(|_| {
+        if drain.stopping() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// Drives a served connection to its end: closes it when a client clock runs
-/// out, and drains it (after its current request) once `shutdown` turns true.
+/// out, and drains it (after its current request) once the worker's drain
+/// starts.
 pub(crate) async fn drive<C>(
     conn: C,
     shut: impl Fn(Pin<&mut C>),
     activity: &Activity,
     limits: &ClientLimits,
     protocol: Protocol,
-    mut shutdown: watch::Receiver<bool>,
+    drain: Arc<Drain>,
 ) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
+    // The task's waker, registered once: the drain wakes it.
+    let _registered = std::future::poll_fn(|cx| Poll::Ready(drain.register(cx.waker()))).await;
     tokio::pin!(conn);
     let mut draining = false;
     // When an h2 GOAWAY was sent: from then the connection may stay idle only
@@ -294,7 +365,7 @@ where
                     }
                 }
             }
-            () = drain_point(activity, protocol, &mut shutdown), if !draining => {
+            () = drain_point(activity, protocol, &drain), if !draining => {
                 draining = true;
                 shut(conn.as_mut());
                 if protocol == Protocol::Http2 {
@@ -310,12 +381,8 @@ where
 /// after its response, with `Connection: close`) or idle with no next head
 /// begun for [`DRAIN_LINGER`]; a new connection is given its first request
 /// first (the header clock bounds the wait). h2 sends GOAWAY at once.
-async fn drain_point(
-    activity: &Activity,
-    protocol: Protocol,
-    shutdown: &mut watch::Receiver<bool>,
-) {
-    crate::stopped(shutdown).await;
+async fn drain_point(activity: &Activity, protocol: Protocol, drain: &Drain) {
+    drain_started(drain).await;
     if protocol == Protocol::Http2 {
         return;
     }

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::admin::metrics::{self, ClientLimit};
-use crate::listener::connection::{Activity, HeadScan, Tracked};
+use crate::listener::connection::{Activity, Drain, HeadScan, Tracked};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::request::BothLengths;
 use crate::proxy::tunnel::{self, MemberSide, TunnelSlot};
@@ -148,6 +148,7 @@ pub async fn serve(
         clients,
         builders,
         tunnels,
+        drain: Arc::default(),
     };
     loop {
         let accepted = tokio::select! {
@@ -156,7 +157,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                if let Some(serving) = serve_stream(stream, peer, &worker, &shutdown) {
+                if let Some(serving) = serve_stream(stream, peer, &worker) {
                     connections.spawn(serving);
                 }
             }
@@ -167,10 +168,11 @@ pub async fn serve(
             }
         }
     }
+    worker.drain.start();
     // What the kernel already queued is served (one request each) rather than
     // reset when the listener closes.
     for (stream, peer) in queued(listener) {
-        if let Some(serving) = serve_stream(stream, peer, &worker, &shutdown) {
+        if let Some(serving) = serve_stream(stream, peer, &worker) {
             connections.spawn(serving);
         }
     }
@@ -205,6 +207,8 @@ struct Worker {
     clients: Arc<Clients>,
     builders: Arc<Builders>,
     tunnels: Tunnels,
+    /// What wakes the connections when the drain starts.
+    drain: Arc<Drain>,
 }
 
 /// Takes the connections in the listener's accept queue and closes it.
@@ -245,7 +249,6 @@ fn serve_stream(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     worker: &Worker,
-    shutdown: &watch::Receiver<bool>,
 ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     let Some(admitted) = worker.clients.admit() else {
         metrics::client_limit(ClientLimit::MaxConnections);
@@ -283,10 +286,10 @@ fn serve_stream(
             }
         })
     };
-    let (builders, clients, shutdown) = (
+    let (builders, clients, drain) = (
         worker.builders.clone(),
         worker.clients.clone(),
-        shutdown.clone(),
+        worker.drain.clone(),
     );
     Some(async move {
         let _admitted = admitted;
@@ -304,7 +307,7 @@ fn serve_stream(
                     &activity,
                     limits,
                     protocol,
-                    shutdown,
+                    drain,
                 )
                 .await
             }
@@ -316,7 +319,7 @@ fn serve_stream(
                     &activity,
                     limits,
                     protocol,
-                    shutdown,
+                    drain,
                 )
                 .await
             }
