@@ -32,6 +32,12 @@ pub fn pick(cluster: &ClusterEntry, tried: &[usize]) -> Option<usize> {
     None
 }
 
+/// Whether [`pick`] would find a member not in `tried`, without picking
+/// (a pick moves the balancer's scores).
+pub fn has_candidate(cluster: &ClusterEntry, tried: &[usize]) -> bool {
+    (0..cluster.members.len()).any(|i| !tried.contains(&i) && in_tier(cluster, i, Tier::Panic))
+}
+
 fn in_tier(cluster: &ClusterEntry, index: usize, tier: Tier) -> bool {
     let member = &cluster.members[index];
     match tier {
@@ -102,6 +108,11 @@ mod tests {
         ]);
         assert_eq!(pick(&cluster, &[0]), Some(2));
         assert_eq!(pick(&cluster, &[0, 2]), None);
+        assert!(has_candidate(&cluster, &[0]));
+        assert!(
+            !has_candidate(&cluster, &[0, 2]),
+            "a draining member is no candidate"
+        );
         assert!(!sequence(&cluster, 10).contains('b'));
     }
 }

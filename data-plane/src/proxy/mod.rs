@@ -373,7 +373,7 @@ async fn forward<'t>(
                         if head.status.is_server_error()
                             && retries < policy.max_retries
                             && exchange.replayable()
-                            && has_untried(cluster, &tried) =>
+                            && balancer::has_candidate(cluster, &tried) =>
                     {
                         let failure = retry::Failure::Status(head.status);
                         let sent = retry::Sent {
@@ -490,17 +490,6 @@ fn retries_statuses(policy: &switchyard_shared::RetryPolicy) -> bool {
         .retry_on
         .iter()
         .any(|on| matches!(on, RetryOn::Http502 | RetryOn::Http503 | RetryOn::Http504))
-}
-
-/// Whether a member not tried yet could take the request.
-fn has_untried(cluster: &ClusterEntry, tried: &[usize]) -> bool {
-    cluster.members.iter().enumerate().any(|(i, member)| {
-        !tried.contains(&i)
-            && matches!(
-                member.state,
-                switchyard_shared::MemberState::Active | switchyard_shared::MemberState::Standby
-            )
-    })
 }
 
 /// A copy of a request's head, to send it again.
