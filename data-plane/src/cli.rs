@@ -14,12 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 
-use crate::listener::tls::{CertError, CertPair, Certificates};
-use crate::{Settings, TlsListeners};
 use crate::admin::Endpoint;
 use crate::config::cache;
 use crate::listener::ClientLimits;
+use crate::listener::tls::{CertError, CertPair, Certificates};
 use crate::upstream::tls;
+use crate::{Settings, TlsListeners};
 
 /// A Switchyard data-plane replica: proxies and balances HTTP traffic with the
 /// routing table the control plane streams to it.
@@ -45,11 +45,7 @@ pub struct Args {
     /// list). The certificate whose names (SAN DNS, wildcards included) match
     /// the client's SNI is sent; the first one otherwise. Reloaded when the
     /// files change (looked at every second) or on SIGHUP.
-    #[arg(
-        long = "tls-cert",
-        env = "SWITCHYARD_TLS_CERT",
-        value_delimiter = ','
-    )]
+    #[arg(long = "tls-cert", env = "SWITCHYARD_TLS_CERT", value_delimiter = ',')]
     pub tls_certs: Vec<PathBuf>,
     /// PEM private key of the --tls-cert in the same place (PKCS#8, PKCS#1 or
     /// SEC1; SWITCHYARD_TLS_KEY: a comma-separated list).

@@ -258,7 +258,8 @@ impl ChildProcess {
             .args(["-HUP", &child.id().to_string()])
             .status()
             .is_ok_and(|status| status.success());
-        self.log.push(format!("[harness] {} sent SIGHUP", self.name));
+        self.log
+            .push(format!("[harness] {} sent SIGHUP", self.name));
         sent
     }
 

@@ -14,9 +14,7 @@ use http::{Method, StatusCode, Version};
 use serde_json::json;
 use switchyard_integration_tests::process::{ChildProcess, binary};
 use switchyard_integration_tests::tls_backend::TestCa;
-use switchyard_integration_tests::tls_client::{
-    TlsConnection, TlsOptions, Trust, connect, der_of,
-};
+use switchyard_integration_tests::tls_client::{TlsConnection, TlsOptions, Trust, connect, der_of};
 use switchyard_integration_tests::{
     Backend, Client, DataPlane, DataPlaneOptions, Fleet, TestDir, bodies, eventually, get, secs,
     spawn_backend,
@@ -130,11 +128,18 @@ async fn http1_and_h2_over_tls_reach_the_member_once_with_forwarded_proto_https(
         assert_eq!(response.status, StatusCode::OK, "{response:?}");
         assert_eq!(response.version, Version::HTTP_11);
         assert_eq!(response.body, "over tls");
-        assert_eq!(backend.request_count(), n, "one member request per client request");
+        assert_eq!(
+            backend.request_count(),
+            n,
+            "one member request per client request"
+        );
         let seen = backend.last_request().expect("the member saw the request");
         assert_eq!(seen.path, format!("/h1/{n}"));
         assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
-        assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("site.test"));
+        assert_eq!(
+            seen.header("x-forwarded-host").as_deref(),
+            Some("site.test")
+        );
     }
 
     let options = TlsOptions::new("site.test", trust).alpn(&[b"h2", b"http/1.1"]);
@@ -147,7 +152,9 @@ async fn http1_and_h2_over_tls_reach_the_member_once_with_forwarded_proto_https(
     assert_eq!(response.version, Version::HTTP_2);
     assert_eq!(response.body, "over tls");
     assert_eq!(backend.request_count(), 3);
-    let seen = backend.last_request().expect("the member saw the h2 request");
+    let seen = backend
+        .last_request()
+        .expect("the member saw the h2 request");
     assert_eq!(seen.path, "/h2");
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
 
@@ -156,7 +163,9 @@ async fn http1_and_h2_over_tls_reach_the_member_once_with_forwarded_proto_https(
         .await;
     assert_eq!(plain.status, StatusCode::OK, "{plain:?}");
     assert_eq!(backend.request_count(), 4);
-    let seen = backend.last_request().expect("the member saw the plain request");
+    let seen = backend
+        .last_request()
+        .expect("the member saw the plain request");
     assert_eq!(
         seen.header("x-forwarded-proto").as_deref(),
         Some("http"),
@@ -172,12 +181,8 @@ async fn sni_picks_the_certificate_by_its_names() {
     let ca = TestCa::new("Switchyard client TLS test CA");
     let (first, first_pem) = PemFiles::write(files.path(), "first", &ca, &["first.test"]);
     let (wild, wild_pem) = PemFiles::write(files.path(), "wild", &ca, &["*.wild.test"]);
-    let (api, api_pem) = PemFiles::write(
-        files.path(),
-        "api",
-        &ca,
-        &["api.wild.test", "other.test"],
-    );
+    let (api, api_pem) =
+        PemFiles::write(files.path(), "api", &ca, &["api.wild.test", "other.test"]);
     let backend = spawn_backend("sni").await;
     let fleet = tls_fleet("tls-clients-sni", &[&first, &wild, &api], &backend, &[]).await;
     let replica = &fleet.replicas[0];
@@ -220,6 +225,9 @@ fn legacy_client_hello(minor: u8) -> Vec<u8> {
     body.push(0); // no session id
     body.extend([0, 4, 0xc0, 0x13, 0x00, 0x2f]); // ECDHE-RSA- and RSA-AES128-SHA
     body.extend([1, 0]); // null compression
+    // signature_algorithms (which rustls asks for before it looks at the
+    // version): ecdsa_secp256r1_sha256, rsa_pkcs1_sha256.
+    body.extend([0, 10, 0, 13, 0, 6, 0, 4, 4, 3, 4, 1]);
     let mut handshake = vec![1, 0, 0, u8::try_from(body.len()).expect("short")];
     handshake.extend(body);
     let mut record = vec![0x16, 3, 1, 0, u8::try_from(handshake.len()).expect("short")];
@@ -262,14 +270,28 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
             .await
             .expect("the replica answers and closes");
         // An alert record: level fatal (2), description protocol_version (70).
-        assert_eq!(answer.first(), Some(&0x15), "TLS 1.{}: {answer:?}", minor - 1);
-        assert_eq!(answer.get(5..7), Some(&[2, 70][..]), "TLS 1.{}: {answer:?}", minor - 1);
+        assert_eq!(
+            answer.first(),
+            Some(&0x15),
+            "TLS 1.{}: {answer:?}",
+            minor - 1
+        );
+        assert_eq!(
+            answer.get(5..7),
+            Some(&[2, 70][..]),
+            "TLS 1.{}: {answer:?}",
+            minor - 1
+        );
     }
     assert_eq!(
         metric(replica, "switchyard_tls_handshake_errors_total").await,
         before + 2
     );
-    assert_eq!(backend.request_count(), 2, "only the TLS 1.2 and 1.3 requests");
+    assert_eq!(
+        backend.request_count(),
+        2,
+        "only the TLS 1.2 and 1.3 requests"
+    );
 }
 
 /// Rewriting the files replaces the certificate for new handshakes while a
@@ -316,12 +338,14 @@ async fn certificates_are_replaced_when_their_files_change() {
     );
 
     std::fs::write(&pair.cert, "not a certificate").expect("the file can be written");
-    eventually("the broken file is counted", secs(15), async || {
-        match metric(replica, "switchyard_tls_reload_errors_total").await {
+    eventually(
+        "the broken file is counted",
+        secs(15),
+        async || match metric(replica, "switchyard_tls_reload_errors_total").await {
             0 => Err("no reload error yet"),
             _ => Ok(()),
-        }
-    })
+        },
+    )
     .await;
     let connection = open(replica, &options).await;
     assert!(
@@ -348,6 +372,12 @@ async fn certificates_are_replaced_when_their_files_change() {
     })
     .await;
     assert!(replica.log().count_matching("SIGHUP: reloading") > 0);
+    let by_hup = replica
+        .log()
+        .lines()
+        .iter()
+        .any(|l| l.contains("TLS certificates reloaded") && l.contains("SIGHUP"));
+    assert!(by_hup, "the reload was SIGHUP's, not the watcher's");
     assert!(replica.is_running());
 }
 
@@ -516,7 +546,11 @@ async fn https_redirect_sends_plain_requests_to_the_tls_port() {
     let refused = cp.put("/api/v1/routes/other", &bad).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused:?}");
     assert!(refused.body.contains("expected a boolean"), "{refused:?}");
-    assert_eq!(cp.version().await, version, "a refused change changes nothing");
+    assert_eq!(
+        cp.version().await,
+        version,
+        "a refused change changes nothing"
+    );
 
     let tls_port = replica.tls_addr().port();
     let client = Client::without_pool();
@@ -538,7 +572,11 @@ async fn https_redirect_sends_plain_requests_to_the_tls_port() {
             "{method}"
         );
     }
-    assert_eq!(backend.request_count(), 0, "the member saw no redirected request");
+    assert_eq!(
+        backend.request_count(),
+        0,
+        "the member saw no redirected request"
+    );
     // Other routes are not redirected.
     assert_eq!(replica.get("/elsewhere").await.status, StatusCode::OK);
     assert_eq!(backend.request_count(), 1);

@@ -170,10 +170,7 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.served
-            .load()
-            .pick(client_hello.server_name())
-            .cloned()
+        self.served.load().pick(client_hello.server_name()).cloned()
     }
 }
 

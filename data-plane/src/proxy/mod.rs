@@ -203,7 +203,12 @@ impl Proxy {
         let route = route(&table, host.as_ref(), &request::match_path(path))?;
         let matched = request::original_len(path, route.path_prefix.len());
         if route.https_redirect && !client.https {
-            return redirect_to_https(&parts.method, host.as_ref(), &target.path_and_query, self.https_port);
+            return redirect_to_https(
+                &parts.method,
+                host.as_ref(),
+                &target.path_and_query,
+                self.https_port,
+            );
         }
         let cluster = &table.clusters[route.cluster];
         let upgrade = Upgrade::asked(&parts);
@@ -234,7 +239,14 @@ impl Proxy {
             Some(upgrade) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                 switch(head, exchange, &upgrade, cluster, member)
             }
-            _ => Ok(respond(head, exchange, route, member, host.as_ref(), client)),
+            _ => Ok(respond(
+                head,
+                exchange,
+                route,
+                member,
+                host.as_ref(),
+                client,
+            )),
         }
     }
 }

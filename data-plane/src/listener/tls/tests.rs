@@ -23,10 +23,8 @@ fn write_pair(dir: &Path, stem: &str, (cert, key): &(String, String)) -> CertPai
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-tls-unit-{name}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("switchyard-tls-unit-{name}-{}", std::process::id()));
     drop(std::fs::remove_dir_all(&dir));
     std::fs::create_dir_all(&dir).expect("a temp dir");
     dir
@@ -49,7 +47,11 @@ fn sni_picks_an_exact_name_then_a_wildcard_else_the_first_pair() {
     let pairs = vec![
         write_pair(&dir, "default", &certificate(&["default.test"])),
         write_pair(&dir, "wild", &certificate(&["*.example.test"])),
-        write_pair(&dir, "exact", &certificate(&["api.example.test", "Other.Test"])),
+        write_pair(
+            &dir,
+            "exact",
+            &certificate(&["api.example.test", "Other.Test"]),
+        ),
     ];
     let served = load_all(&pairs).expect("the pairs load");
     let exact = vec!["api.example.test".to_owned(), "other.test".to_owned()];
@@ -81,7 +83,11 @@ fn a_bad_pair_is_refused_with_the_file_and_the_reason() {
     let good = certificate(&["a.test"]);
     let other = certificate(&["b.test"]);
     let cases = [
-        ("not-pem", ("just text".to_owned(), good.1.clone()), "not PEM"),
+        (
+            "not-pem",
+            ("just text".to_owned(), good.1.clone()),
+            "not PEM",
+        ),
         (
             "no-cert",
             (good.1.clone(), good.1.clone()),
@@ -116,7 +122,10 @@ fn a_bad_pair_is_refused_with_the_file_and_the_reason() {
         key: dir.join("missing.key"),
     };
     let error = load_all(&[missing]).expect_err("missing").to_string();
-    assert!(error.contains("missing.crt") && error.contains("cannot read"), "{error}");
+    assert!(
+        error.contains("missing.crt") && error.contains("cannot read"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -137,7 +146,10 @@ fn a_reload_takes_new_files_and_keeps_the_running_ones_on_an_error() {
     let dir = temp_dir("reload");
     let pair = write_pair(&dir, "site", &certificate(&["one.test"]));
     let certificates = Certificates::load(vec![pair.clone()]).expect("the pair loads");
-    assert!(!certificates.reload().expect("unchanged"), "nothing changed");
+    assert!(
+        !certificates.reload().expect("unchanged"),
+        "nothing changed"
+    );
 
     write_pair(&dir, "site", &certificate(&["two.test"]));
     assert!(certificates.reload().expect("the new pair loads"));
@@ -162,5 +174,8 @@ fn the_server_config_offers_h2_then_http1() {
     let pair = write_pair(&dir, "site", &certificate(&["one.test"]));
     let certificates = Certificates::load(vec![pair]).expect("the pair loads");
     let config = certificates.server_config().expect("a config");
-    assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(
+        config.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
 }
