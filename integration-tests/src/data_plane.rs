@@ -24,10 +24,9 @@ pub struct DataPlaneOptions {
     pub cache_file: PathBuf,
     /// `http://127.0.0.1:GRPCPORT` of each control plane.
     pub control_planes: Vec<String>,
-    /// Extra environment (such as `SWITCHYARD_MAX_MEMBERS`).
+    /// Extra environment (such as `SWITCHYARD_MAX_MEMBERS`; with
+    /// `SWITCHYARD_TLS_LISTEN`, the TLS listener's address is waited for too).
     pub env: Vec<(String, String)>,
-    /// Extra flags (such as `--tls-listen 127.0.0.1:0`).
-    pub args: Vec<String>,
 }
 
 impl DataPlaneOptions {
@@ -38,20 +37,12 @@ impl DataPlaneOptions {
             cache_file: cache_file.to_path_buf(),
             control_planes: vec![cp.grpc_url()],
             env: Vec::new(),
-            args: Vec::new(),
         }
     }
 
-    /// Adds flags.
-    pub fn args(mut self, args: &[&str]) -> Self {
-        self.args.extend(args.iter().map(|a| (*a).to_owned()));
-        self
-    }
-
-    /// Whether the flags start a TLS listener, whose address is then waited for.
+    /// Whether it starts a TLS listener, whose address is then waited for.
     fn tls(&self) -> bool {
-        self.args.iter().any(|a| a == "--tls-listen")
-            || self.env.iter().any(|(k, _)| k == "SWITCHYARD_TLS_LISTEN")
+        self.env.iter().any(|(k, _)| k == "SWITCHYARD_TLS_LISTEN")
     }
 
     /// Adds an environment variable.
@@ -287,6 +278,5 @@ fn args(options: &DataPlaneOptions, listen: &str, admin: &str) -> Vec<String> {
         "--cache-file".to_owned(),
         options.cache_file.display().to_string(),
     ]);
-    args.extend(options.args.iter().cloned());
     args
 }

@@ -51,31 +51,41 @@ impl PemFiles {
         std::fs::write(&self.key, &key).expect("the key can be written");
         cert
     }
-
-    fn args(&self) -> [String; 4] {
-        [
-            "--tls-cert".to_owned(),
-            self.cert.display().to_string(),
-            "--tls-key".to_owned(),
-            self.key.display().to_string(),
-        ]
-    }
 }
 
-/// A replica with a TLS listener for `pairs`, serving route `r` (any host,
-/// `/`, `Host` preserved) to `backend`, with extra `args`.
-async fn tls_fleet(label: &str, pairs: &[&PemFiles], backend: &Backend, args: &[&str]) -> Fleet {
-    let mut flags: Vec<String> = vec!["--tls-listen".to_owned(), "127.0.0.1:0".to_owned()];
-    for pair in pairs {
-        flags.extend(pair.args());
-    }
-    flags.extend(args.iter().map(|a| (*a).to_owned()));
+/// A replica with a TLS listener for `pairs` (given as the environment
+/// twins of the flags: comma-separated lists), serving route `r` (any host,
+/// `/`, `Host` preserved) to `backend`, with the extra environment `env`.
+async fn tls_fleet(
+    label: &str,
+    pairs: &[&PemFiles],
+    backend: &Backend,
+    env: &[(&str, &str)],
+) -> Fleet {
+    let list = |file: fn(&PemFiles) -> &PathBuf| {
+        let files: Vec<String> = pairs
+            .iter()
+            .map(|p| file(p).display().to_string())
+            .collect();
+        files.join(",")
+    };
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    env.extend([
+        ("SWITCHYARD_TLS_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("SWITCHYARD_TLS_CERT".to_owned(), list(|p| &p.cert)),
+        ("SWITCHYARD_TLS_KEY".to_owned(), list(|p| &p.key)),
+    ]);
     Fleet::serving_with(
         label,
         &bodies::cluster(&[(backend, 1)]),
-        move |options: DataPlaneOptions| {
-            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            options.args(&flags)
+        move |mut options: DataPlaneOptions| {
+            for (key, value) in &env {
+                options = options.env(key, value);
+            }
+            options
         },
     )
     .await
@@ -480,7 +490,7 @@ async fn a_handshake_that_does_not_finish_in_time_is_cut() {
         "tls-clients-slow",
         &[&pair],
         &backend,
-        &["--client-header-timeout", "1s"],
+        &[("SWITCHYARD_CLIENT_HEADER_TIMEOUT", "1s")],
     )
     .await;
     let replica = &fleet.replicas[0];
