@@ -25,6 +25,7 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 /// Which certificates the client accepts.
 #[derive(Debug, Clone)]
@@ -111,8 +112,12 @@ pub struct TlsResponse {
     pub body: String,
 }
 
-/// Connects to `addr` and completes the handshake; an error if it failed.
-pub async fn connect(addr: SocketAddr, options: &TlsOptions) -> Result<TlsConnection, String> {
+/// Connects to `addr` and completes the handshake; the TLS stream as it is
+/// (for bytes written by hand), or an error if the handshake failed.
+pub async fn connect_raw(
+    addr: SocketAddr,
+    options: &TlsOptions,
+) -> Result<TlsStream<TcpStream>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&options.versions)
@@ -137,10 +142,16 @@ pub async fn connect(addr: SocketAddr, options: &TlsOptions) -> Result<TlsConnec
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
-    let tls = TlsConnector::from(Arc::new(config))
+    TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+}
+
+/// Connects to `addr`, completes the handshake and starts HTTP/1.1 or h2
+/// (by the ALPN agreed); an error if any of it failed.
+pub async fn connect(addr: SocketAddr, options: &TlsOptions) -> Result<TlsConnection, String> {
+    let tls = connect_raw(addr, options).await?;
     let (_, session) = tls.get_ref();
     let peer_certificate = session
         .peer_certificates()

@@ -14,13 +14,15 @@ use http::{Method, StatusCode, Version};
 use serde_json::json;
 use switchyard_integration_tests::process::{ChildProcess, binary};
 use switchyard_integration_tests::tls_backend::TestCa;
-use switchyard_integration_tests::tls_client::{TlsConnection, TlsOptions, Trust, connect, der_of};
+use switchyard_integration_tests::tls_client::{
+    TlsConnection, TlsOptions, Trust, connect, connect_raw, der_of,
+};
 use switchyard_integration_tests::{
     Backend, Client, DataPlane, DataPlaneOptions, Fleet, TestDir, bodies, eventually, get, secs,
     spawn_backend,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// The longest a TLS connection or request may take in these tests.
 const IO_DEADLINE: Duration = Duration::from_secs(10);
@@ -601,4 +603,84 @@ async fn https_redirect_sends_plain_requests_to_the_tls_port() {
     let seen = backend.last_request().expect("seen");
     assert_eq!(seen.path, "/secure/page?x=1");
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+}
+
+/// Reads from `stream` until the end of a head (`\r\n\r\n`); the head.
+async fn read_head(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// An `Upgrade` over TLS is tunnelled as in the clear: the member's 101
+/// reaches the client, then bytes go both ways through the TLS connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_over_tls_is_tunnelled() {
+    let files = TestDir::new("tls-clients-upgrade-files");
+    let ca = TestCa::new("Switchyard client TLS test CA");
+    let (pair, _) = PemFiles::write(files.path(), "site", &ca, &["site.test"]);
+    // A member that switches to an echo protocol on its first request.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let member_addr = listener.local_addr().expect("an address");
+    let member = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("the replica connects");
+        let head = read_head(&mut socket).await;
+        let switch =
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+        socket.write_all(switch).await.expect("101 sent");
+        let mut buffer = [0u8; 64];
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return head,
+                Ok(n) => {
+                    if socket.write_all(&buffer[..n]).await.is_err() {
+                        return head;
+                    }
+                }
+            }
+        }
+    });
+    let cluster = json!({ "members": [ { "url": format!("http://{member_addr}") } ] });
+    let fleet = Fleet::serving_with("tls-clients-upgrade", &cluster, move |options| {
+        options
+            .env("SWITCHYARD_TLS_LISTEN", "127.0.0.1:0")
+            .env("SWITCHYARD_TLS_CERT", &pair.cert.display().to_string())
+            .env("SWITCHYARD_TLS_KEY", &pair.key.display().to_string())
+    })
+    .await;
+    let replica = &fleet.replicas[0];
+    let options = TlsOptions::new("site.test", Trust::Ca(ca.pem()));
+    let mut tls = within("connect", connect_raw(replica.tls_addr(), &options))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request =
+        b"GET /up HTTP/1.1\r\nhost: site.test\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+    within("the upgrade request", tls.write_all(request))
+        .await
+        .expect("sent");
+    let head = within("the 101", read_head(&mut tls)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for message in [&b"ping"[..], b"over tls, twice"] {
+        within("write", tls.write_all(message)).await.expect("sent");
+        let mut echoed = vec![0u8; message.len()];
+        within("the echo", tls.read_exact(&mut echoed))
+            .await
+            .expect("echoed");
+        assert_eq!(echoed, message);
+    }
+    drop(tls);
+    let seen = within("the member ends", member)
+        .await
+        .expect("the member task");
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("x-forwarded-proto: https"),
+        "{seen}"
+    );
 }
