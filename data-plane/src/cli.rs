@@ -11,14 +11,15 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use switchyard_shared::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 
-use crate::Settings;
 use crate::admin::Endpoint;
 use crate::config::cache;
 use crate::listener::ClientLimits;
+use crate::listener::tls::{CertError, CertPair, Certificates};
 use crate::upstream::tls;
+use crate::{Settings, TlsListeners};
 
 /// A Switchyard data-plane replica: proxies and balances HTTP traffic with the
 /// routing table the control plane streams to it.
@@ -35,6 +36,21 @@ pub struct Args {
     /// Address the proxy listens on (HTTP/1.1 and h2c).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+    /// Address of the TLS listener: HTTP/1.1 and h2 over TLS 1.2 or 1.3, by
+    /// ALPN (nginx `listen 443 ssl`). Needs --tls-cert and --tls-key.
+    #[arg(long, env = "SWITCHYARD_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate (chain) for --tls-listen; repeat for several, each with
+    /// its --tls-key in the same order (SWITCHYARD_TLS_CERT: a comma-separated
+    /// list). The certificate whose names (SAN DNS, wildcards included) match
+    /// the client's SNI is sent; the first one otherwise. Reloaded when the
+    /// files change (looked at every second) or on SIGHUP.
+    #[arg(long = "tls-cert", env = "SWITCHYARD_TLS_CERT", value_delimiter = ',')]
+    pub tls_certs: Vec<PathBuf>,
+    /// PEM private key of the --tls-cert in the same place (PKCS#8, PKCS#1 or
+    /// SEC1; SWITCHYARD_TLS_KEY: a comma-separated list).
+    #[arg(long = "tls-key", env = "SWITCHYARD_TLS_KEY", value_delimiter = ',')]
+    pub tls_keys: Vec<PathBuf>,
     /// Address of the admin endpoint (its paths: see `--help`, made by `admin_help`).
     #[arg(
         long,
@@ -158,9 +174,49 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "Data plane failed");
-            ExitCode::FAILURE
+            // A TLS flag or file that cannot be used is a usage error (2).
+            if e.chain().any(|c| c.is::<CertError>() || c.is::<TlsFlags>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// TLS flags that do not go together.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TlsFlags(&'static str);
+
+/// The certificate pairs of the flags, checked and loaded (`None`: no `--tls-listen`).
+fn tls_certificates(args: &Args) -> anyhow::Result<Option<Arc<Certificates>>> {
+    let Some(_) = args.tls_listen else {
+        if !(args.tls_certs.is_empty() && args.tls_keys.is_empty()) {
+            return Err(TlsFlags("--tls-cert and --tls-key need --tls-listen").into());
+        }
+        return Ok(None);
+    };
+    if args.tls_certs.is_empty() {
+        return Err(TlsFlags("--tls-listen needs --tls-cert FILE and --tls-key FILE").into());
+    }
+    if args.tls_certs.len() != args.tls_keys.len() {
+        return Err(TlsFlags(
+            "--tls-cert and --tls-key come in pairs: give as many of one as of the other",
+        )
+        .into());
+    }
+    let pairs = args
+        .tls_certs
+        .iter()
+        .zip(&args.tls_keys)
+        .map(|(cert, key)| CertPair {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .collect();
+    let certificates = Certificates::load(pairs).context("--tls-cert/--tls-key")?;
+    Ok(Some(certificates))
 }
 
 /// The client-side limits of the flags, checked.
@@ -214,6 +270,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
     // Flags that are wrong in themselves first; then whether there is a config to serve.
     let client = client_limits(&args)?;
     let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
+    let certificates = tls_certificates(&args)?;
     if args.control_planes.is_empty() {
         check_cache_alone(args.cache_file.as_deref())?;
     }
@@ -229,6 +286,26 @@ async fn start(args: Args) -> anyhow::Result<()> {
         .map(std::net::TcpListener::local_addr)
         .transpose()?
         .unwrap_or(args.listen);
+    let reload = Arc::new(Notify::new());
+    let tls = match (&certificates, args.tls_listen) {
+        (Some(certificates), Some(addr)) => {
+            let config = certificates
+                .server_config()
+                .context("--tls-cert/--tls-key")?;
+            let listeners = crate::bind_workers(addr, workers)
+                .with_context(|| format!("--tls-listen {addr}: cannot bind"))?;
+            if let Some(bound) = listeners.first().map(std::net::TcpListener::local_addr) {
+                info!(tls.addr = %bound?, certificates = args.tls_certs.len(), "Listening for TLS");
+            }
+            Some(TlsListeners {
+                listeners,
+                certificates: certificates.clone(),
+                config,
+                reload: reload.clone(),
+            })
+        }
+        _ => None,
+    };
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
@@ -240,6 +317,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let node_id = args.node_id.clone().unwrap_or_else(host_name);
     info!(listen.addr = %listen_addr, admin.addr = %admin.local_addr()?, node.id = %node_id, workers, "Listening");
     let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(reload_on_sighup(reload, tls.is_some()));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("Shutting down: draining");
@@ -255,7 +333,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         upstream_tls,
         max_members: args.max_members,
     };
-    crate::run(listeners, admin, settings, shutdown).await?;
+    crate::run(listeners, tls, admin, settings, shutdown).await?;
     Ok(())
 }
 
@@ -310,6 +388,28 @@ fn host_name() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "switchyard-data-plane".to_owned())
+}
+
+/// SIGHUP reloads the TLS certificates (and, without TLS, is only logged
+/// rather than ending the replica, as its default action would).
+async fn reload_on_sighup(reload: Arc<Notify>, tls: bool) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if tls {
+                info!("SIGHUP: reloading the TLS certificates");
+                reload.notify_one();
+            } else {
+                info!("SIGHUP: nothing to reload (no --tls-listen)");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop((reload, tls));
 }
 
 async fn wait_for_signal() {

@@ -2,7 +2,7 @@
 //! plane's config stream and forwards HTTP traffic to the members of clusters.
 //!
 //! # Layout
-//! - [`listener`]: the client side — accepting connections, telling HTTP/1.1 from h2c
+//! - [`listener`]: the client side — accepting connections, telling HTTP/1.1 from h2c, TLS
 //! - [`proxy`]: the request path (route → select → rewrite → forward → respond)
 //! - [`config`]: the config stream, applying a snapshot, the compiled table and routing
 //! - [`balancer`]: picking a member of a cluster
@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::config::apply::State;
@@ -60,6 +61,17 @@ pub struct Settings {
     pub max_members: Option<usize>,
 }
 
+/// The TLS listener (`--tls-listen`): one listener per worker (bound like
+/// the plain ones, [`bind_workers`]), the certificates, the server config made
+/// with them, and what tells the certificate watcher to reload (SIGHUP).
+#[derive(Debug)]
+pub struct TlsListeners {
+    pub listeners: Vec<std::net::TcpListener>,
+    pub certificates: Arc<listener::tls::Certificates>,
+    pub config: Arc<rustls::ServerConfig>,
+    pub reload: Arc<Notify>,
+}
+
 /// Runs a replica until `shutdown` turns true: loads the cache file, follows
 /// the control plane, serves the admin endpoint on the calling runtime, and
 /// the proxy on one worker thread per listener.
@@ -67,8 +79,11 @@ pub struct Settings {
 /// Each worker runs its own single-threaded runtime on its own listener (bound
 /// with `SO_REUSEPORT` to the same address, see [`bind_workers`]) with its own
 /// connection pools: a request never crosses threads, as in nginx's workers.
+/// With `tls`, each worker also serves its TLS listener, and the certificate
+/// watcher runs beside the admin endpoint.
 pub async fn run(
     listeners: Vec<std::net::TcpListener>,
+    tls: Option<TlsListeners>,
     admin: TcpListener,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
@@ -82,11 +97,34 @@ pub async fn run(
     if let Some(path) = &settings.cache_file {
         load_cache(&state, path.clone()).await;
     }
-    let proxy = Arc::new(
-        Proxy::new(state.table(), &settings.node_id)
-            .with_max_uri(settings.max_uri)
-            .with_body_timeout(settings.client_body_timeout),
-    );
+    let mut proxy = Proxy::new(state.table(), &settings.node_id)
+        .with_max_uri(settings.max_uri)
+        .with_body_timeout(settings.client_body_timeout);
+    let mut tls_listeners = Vec::new();
+    let mut watcher = None;
+    if let Some(tls) = tls {
+        if let Some(port) = tls
+            .listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+        {
+            proxy = proxy.with_https_port(port);
+        }
+        let acceptor = TlsAcceptor::from(tls.config);
+        tls_listeners = tls
+            .listeners
+            .into_iter()
+            .map(|l| (l, acceptor.clone()))
+            .collect();
+        watcher = Some(tokio::spawn(listener::tls::watch(
+            tls.certificates,
+            tls.reload,
+            shutdown.clone(),
+        )));
+    }
+    let proxy = Arc::new(proxy);
+    let mut tls_listeners = tls_listeners.into_iter();
     let clients = listener::Clients::new(settings.client.clone());
     let discovery = tokio::spawn(discovery::run(
         state.clone(),
@@ -97,9 +135,10 @@ pub async fn run(
     let mut workers = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
         let (proxy, shutdown, clients) = (proxy.clone(), shutdown.clone(), clients.clone());
+        let tls = tls_listeners.next();
         let worker = std::thread::Builder::new()
             .name(format!("switchyard-worker-{index}"))
-            .spawn(move || worker(index, listener, proxy, clients, shutdown))
+            .spawn(move || worker(index, listener, tls, proxy, clients, shutdown))
             .map_err(|e| Error::Worker(index, e))?;
         workers.push(worker);
     }
@@ -117,13 +156,18 @@ pub async fn run(
     .await;
     discovery.abort();
     admin.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     joined.unwrap_or(Ok(()))
 }
 
-/// One worker: a single-threaded runtime serving the proxy on its listener.
+/// One worker: a single-threaded runtime serving the proxy on its listener
+/// (and on its TLS listener, if there is one).
 fn worker(
     index: usize,
     listener: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, TlsAcceptor)>,
     proxy: Arc<Proxy>,
     clients: Arc<listener::Clients>,
     shutdown: watch::Receiver<bool>,
@@ -135,7 +179,16 @@ fn worker(
         .map_err(|e| Error::Worker(index, e))?;
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).map_err(|e| Error::Worker(index, e))?;
-        listener::serve(listener, proxy, clients, shutdown).await;
+        let Some((tls_listener, acceptor)) = tls else {
+            listener::serve(listener, proxy, clients, shutdown).await;
+            return Ok(());
+        };
+        let tls_listener =
+            TcpListener::from_std(tls_listener).map_err(|e| Error::Worker(index, e))?;
+        tokio::join!(
+            listener::serve(listener, proxy.clone(), clients.clone(), shutdown.clone()),
+            listener::serve_tls(tls_listener, acceptor, proxy, clients, shutdown),
+        );
         Ok(())
     })
 }

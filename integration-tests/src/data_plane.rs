@@ -15,6 +15,7 @@ use crate::process::{ChildProcess, Log, STARTUP_DEADLINE, binary};
 
 const LISTEN_TOKEN: &str = "listen.addr=";
 const ADMIN_TOKEN: &str = "admin.addr=";
+const TLS_TOKEN: &str = "tls.addr=";
 
 /// How to start a replica.
 #[derive(Debug, Clone)]
@@ -23,7 +24,8 @@ pub struct DataPlaneOptions {
     pub cache_file: PathBuf,
     /// `http://127.0.0.1:GRPCPORT` of each control plane.
     pub control_planes: Vec<String>,
-    /// Extra environment (such as `SWITCHYARD_MAX_MEMBERS`).
+    /// Extra environment (such as `SWITCHYARD_MAX_MEMBERS`; with
+    /// `SWITCHYARD_TLS_LISTEN`, the TLS listener's address is waited for too).
     pub env: Vec<(String, String)>,
 }
 
@@ -36,6 +38,11 @@ impl DataPlaneOptions {
             control_planes: vec![cp.grpc_url()],
             env: Vec::new(),
         }
+    }
+
+    /// Whether it starts a TLS listener, whose address is then waited for.
+    fn tls(&self) -> bool {
+        self.env.iter().any(|(k, _)| k == "SWITCHYARD_TLS_LISTEN")
     }
 
     /// Adds an environment variable.
@@ -52,6 +59,8 @@ pub struct DataPlane {
     process: ChildProcess,
     listen: SocketAddr,
     admin: SocketAddr,
+    /// The `--tls-listen` address, if it has one.
+    tls: Option<SocketAddr>,
     client: Client,
 }
 
@@ -70,10 +79,11 @@ impl DataPlane {
             &args,
             &options.env,
         );
-        let addrs = match process
-            .wait_for_addresses(&[LISTEN_TOKEN, ADMIN_TOKEN])
-            .await
-        {
+        let mut tokens = vec![LISTEN_TOKEN, ADMIN_TOKEN];
+        if options.tls() {
+            tokens.push(TLS_TOKEN);
+        }
+        let addrs = match process.wait_for_addresses(&tokens).await {
             Ok(addrs) => addrs,
             Err(e) => panic!("{e}"),
         };
@@ -82,6 +92,7 @@ impl DataPlane {
             process,
             listen: addrs[0],
             admin: addrs[1],
+            tls: addrs.get(2).copied(),
             client: Client::without_pool(),
         }
     }
@@ -100,6 +111,17 @@ impl DataPlane {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
+    }
+
+    /// The TLS listener's address; panics if it was started without `--tls-listen`.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls
+            .unwrap_or_else(|| panic!("{} has no --tls-listen", self.node_id()))
+    }
+
+    /// SIGHUP: the replica reloads its TLS certificates.
+    pub fn hangup(&mut self) -> bool {
+        self.process.hangup()
     }
 
     /// The URL of `path` through the proxy.
@@ -165,6 +187,13 @@ impl DataPlane {
             {
                 Ok(addrs) => {
                     assert_eq!(addrs, [self.listen, self.admin], "restarted on other ports");
+                    if self.options.tls() {
+                        // The TLS port may be another one (`--tls-listen` as given).
+                        match self.process.wait_for_addresses(&[TLS_TOKEN]).await {
+                            Ok(tls) => self.tls = tls.first().copied(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
                     return;
                 }
                 Err(e) if started.elapsed() > STARTUP_DEADLINE => panic!("{e}"),

@@ -29,6 +29,10 @@
 //! - [`eventually`]: poll a condition until a deadline ([`eventually()`]) or for a
 //!   while ([`consistently`]); never a bare sleep.
 //! - [`dirs`]: one temporary directory per test.
+//! - [`tls_backend`]: an `https://` member and the test CA that signs its
+//!   certificates (and the replica's own, for `--tls-cert`).
+//! - [`tls_client`]: a client of a replica's `--tls-listen` (SNI, ALPN and
+//!   TLS versions chosen; HTTP/1.1 or h2 on one kept-open connection).
 
 pub mod backend;
 pub mod bodies;
@@ -47,6 +51,7 @@ pub mod raw_backend;
 pub mod raw_client;
 pub mod scripted;
 pub mod tls_backend;
+pub mod tls_client;
 
 pub use backend::{Backend, SeenRequest, spawn_backend};
 pub use client::{Client, Response, get};

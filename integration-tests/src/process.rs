@@ -248,6 +248,21 @@ impl ChildProcess {
         sent
     }
 
+    /// Sends SIGHUP to the child we started, by its pid; `false` if it is not
+    /// running or the signal could not be sent.
+    pub fn hangup(&mut self) -> bool {
+        let Some(child) = self.child.as_ref() else {
+            return false;
+        };
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        self.log
+            .push(format!("[harness] {} sent SIGHUP", self.name));
+        sent
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.is_some() && self.exit_status().is_none()
     }

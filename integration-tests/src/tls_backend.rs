@@ -60,6 +60,18 @@ impl TestCa {
         path.to_path_buf()
     }
 
+    /// A certificate for `names` (DNS names or IP addresses) signed by this
+    /// CA and its private key, both PEM (for `--tls-cert` / `--tls-key`).
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let params = CertificateParams::new(names).expect("server certificate parameters");
+        let key = KeyPair::generate().expect("a server key");
+        let certificate = params
+            .signed_by(&key, &*self.issuer)
+            .expect("the CA signs the server certificate");
+        (certificate.pem(), key.serialize_pem())
+    }
+
     /// A server config with a certificate for `names` (DNS names or IP
     /// addresses) signed by this CA, offering ALPN `http/1.1`.
     pub fn server_config(&self, names: &[&str]) -> Arc<ServerConfig> {

@@ -198,6 +198,11 @@ pub struct Route {
     pub preserve_host: bool,
     #[serde(default)]
     pub rewrite_redirects: bool,
+    /// A request on the plain listener is answered with a redirect to the
+    /// same URL over `https://` (301 for GET and HEAD, 308 otherwise); on the
+    /// TLS listener it is proxied as usual.
+    #[serde(default)]
+    pub https_redirect: bool,
 }
 
 crate::objects_only!(
@@ -449,6 +454,7 @@ impl Route {
             rewrite_prefix: None,
             preserve_host: false,
             rewrite_redirects: false,
+            https_redirect: false,
         }
     }
 }

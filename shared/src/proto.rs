@@ -115,6 +115,7 @@ impl From<&Route> for v1::Route {
             rewrite_prefix: r.rewrite_prefix.clone(),
             preserve_host: r.preserve_host,
             rewrite_redirects: r.rewrite_redirects,
+            https_redirect: r.https_redirect,
         }
     }
 }
@@ -229,6 +230,7 @@ impl From<v1::Route> for Route {
             rewrite_prefix: r.rewrite_prefix,
             preserve_host: r.preserve_host,
             rewrite_redirects: r.rewrite_redirects,
+            https_redirect: r.https_redirect,
         }
     }
 }

@@ -95,10 +95,12 @@ pub enum ClientLimit {
     Malformed,
     /// An h2 connection that broke the protocol or its limits (GOAWAY).
     H2Protocol,
+    /// A TLS handshake that did not finish within `--client-header-timeout`.
+    TlsHandshakeTimeout,
 }
 
 impl ClientLimit {
-    const ALL: [ClientLimit; 11] = [
+    const ALL: [ClientLimit; 12] = [
         ClientLimit::HeaderTimeout,
         ClientLimit::KeepaliveTimeout,
         ClientLimit::BodyTimeout,
@@ -110,6 +112,7 @@ impl ClientLimit {
         ClientLimit::BadPath,
         ClientLimit::Malformed,
         ClientLimit::H2Protocol,
+        ClientLimit::TlsHandshakeTimeout,
     ];
 
     fn label(self) -> &'static str {
@@ -125,6 +128,7 @@ impl ClientLimit {
             ClientLimit::BadPath => "bad_path",
             ClientLimit::Malformed => "malformed",
             ClientLimit::H2Protocol => "h2_protocol",
+            ClientLimit::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 }
@@ -385,7 +389,10 @@ pub fn render(state: &State) -> String {
             EJECTIONS.load(Ordering::Relaxed),
         ),
     ];
-    for (name, kind, help, value) in gauges {
+    for (name, kind, help, value) in gauges
+        .into_iter()
+        .chain(crate::listener::tls::stats().metrics())
+    {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));

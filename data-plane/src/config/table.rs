@@ -31,6 +31,8 @@ pub struct RouteEntry {
     pub rewrite_prefix: Option<String>,
     pub preserve_host: bool,
     pub rewrite_redirects: bool,
+    /// Plain-listener requests get a redirect to `https://` instead.
+    pub https_redirect: bool,
 }
 
 #[derive(Debug)]
@@ -133,6 +135,7 @@ pub fn compile(
             rewrite_prefix: route.rewrite_prefix.clone(),
             preserve_host: route.preserve_host,
             rewrite_redirects: route.rewrite_redirects,
+            https_redirect: route.https_redirect,
         });
     }
     let table = Table {

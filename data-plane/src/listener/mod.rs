@@ -1,4 +1,5 @@
-//! Accepting client connections (HTTP/1.1 and h2c on the same port) and
+//! Accepting client connections (HTTP/1.1 and h2c on the same port; on the
+//! `--tls-listen` port, HTTP/1.1 and h2 over TLS by ALPN, see [`tls`]) and
 //! handing each request to the proxy, under the client-side clocks and limits
 //! ([`ClientLimits`]); the drain on shutdown: stop accepting (after what is
 //! already queued), let requests in flight finish within `--drain-timeout`,
@@ -7,6 +8,7 @@
 //! them): on shutdown they get the same drain time, then are closed.
 
 mod connection;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::io::IoSlice;
@@ -25,6 +27,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -135,6 +139,28 @@ pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     clients: Arc<Clients>,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(listener, proxy, clients, None, shutdown).await;
+}
+
+/// Serves the proxy over TLS on `listener` (`--tls-listen`), as [`serve`]
+/// does in the clear: the same limits, clocks and drain.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    clients: Arc<Clients>,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(listener, proxy, clients, Some(acceptor), shutdown).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    clients: Arc<Clients>,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builders = Arc::new(Builders::new(&clients.limits));
@@ -149,6 +175,7 @@ pub async fn serve(
         builders,
         tunnels,
         drain: Arc::default(),
+        tls,
     };
     loop {
         let accepted = tokio::select! {
@@ -156,11 +183,7 @@ pub async fn serve(
             () = crate::stopped(&mut shutdown) => break,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                if let Some(serving) = serve_stream(stream, peer, &worker) {
-                    connections.spawn(serving);
-                }
-            }
+            Ok((stream, peer)) => spawn_connection(&connections, stream, peer, &worker),
             Err(error) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
                 warn!(%error, "Accept failed");
@@ -172,9 +195,7 @@ pub async fn serve(
     // What the kernel already queued is served (one request each) rather than
     // reset when the listener closes.
     for (stream, peer) in queued(listener) {
-        if let Some(serving) = serve_stream(stream, peer, &worker) {
-            connections.spawn(serving);
-        }
+        spawn_connection(&connections, stream, peer, &worker);
     }
     connections.close();
     let tunnels = &worker.tunnels;
@@ -209,6 +230,30 @@ struct Worker {
     tunnels: Tunnels,
     /// What wakes the connections when the drain starts.
     drain: Arc<Drain>,
+    /// The TLS listener's acceptor; `None` on the plain listener.
+    tls: Option<TlsAcceptor>,
+}
+
+/// Spawns the task of an accepted connection (one task type per listener
+/// kind, so a plain connection's task is no larger for TLS being there).
+fn spawn_connection(
+    connections: &TaskTracker,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    worker: &Worker,
+) {
+    match &worker.tls {
+        None => {
+            if let Some(serving) = serve_stream(stream, peer, worker) {
+                connections.spawn(serving);
+            }
+        }
+        Some(acceptor) => {
+            if let Some(serving) = serve_tls_stream(stream, peer, acceptor.clone(), worker) {
+                connections.spawn(serving);
+            }
+        }
+    }
 }
 
 /// Takes the connections in the listener's accept queue and closes it.
@@ -244,16 +289,18 @@ fn queued(listener: TcpListener) -> Vec<(TcpStream, std::net::SocketAddr)> {
     queued
 }
 
-/// The task serving one accepted connection, or `None` when it was refused.
-fn serve_stream(
-    stream: TcpStream,
+/// Counts a new connection in (`None`: refused, `--max-connections`) and
+/// makes what its requests share.
+fn admit(
+    stream: &TcpStream,
     peer: std::net::SocketAddr,
     worker: &Worker,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+) -> Option<(Admitted, Arc<Client>)> {
     let Some(admitted) = worker.clients.admit() else {
         metrics::client_limit(ClientLimit::MaxConnections);
         debug!(client.addr = %peer, "Refusing a connection: --max-connections reached");
-        // One non-blocking write; whatever the socket takes. Then closed.
+        // One non-blocking write; whatever the socket takes. Then closed
+        // (on the TLS listener the client reads it as a failed handshake).
         drop(stream.try_write(REFUSED));
         return None;
     };
@@ -263,14 +310,21 @@ fn serve_stream(
         info: ClientInfo {
             ip: HeaderValue::try_from(peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            https: worker.tls.is_some(),
         },
         tunnels: worker.tunnels.clone(),
     });
+    Some((admitted, client))
+}
+
+/// The task serving one accepted plain connection, or `None` when it was refused.
+fn serve_stream(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    worker: &Worker,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let (admitted, client) = admit(&stream, peer, worker)?;
     let activity = Activity::new();
-    let serve_request = {
-        let activity = activity.clone();
-        move |request| serve_request(&client, &activity, request)
-    };
     let (builders, clients, drain) = (
         worker.builders.clone(),
         worker.clients.clone(),
@@ -282,42 +336,115 @@ fn serve_stream(
         let Some((protocol, io)) = first_bytes(stream, peer, limits.header_timeout).await else {
             return;
         };
-        let io = TokioIo::new(io.with_activity(activity.clone()));
-        let served = match protocol {
-            Protocol::Http1 => {
-                let service = service_fn(serve_request);
-                let conn = builders.http1.serve_connection(io, service).with_upgrades();
-                connection::drive(
-                    conn,
-                    |conn| conn.graceful_shutdown(),
-                    &activity,
-                    limits,
-                    protocol,
-                    drain,
-                )
-                .await
-            }
-            Protocol::Http2 => {
-                // Boxed: hyper moves each stream's future into a task of its
-                // own, a few times over; a box is moved as a pointer.
-                let service = service_fn(move |request| Box::pin(serve_request(request)));
-                let conn = builders.http2.serve_connection(io, service);
-                connection::drive(
-                    conn,
-                    |conn| conn.graceful_shutdown(),
-                    &activity,
-                    limits,
-                    protocol,
-                    drain,
-                )
-                .await
-            }
+        let connection = Connection {
+            client,
+            activity,
+            peer,
+            drain,
         };
-        if let Err(error) = served {
-            count_error(&error, protocol);
-            debug!(client.addr = %peer, %error, "Connection ended with an error");
-        }
+        // Boxed: the task is moved a few times as it is spawned and ended;
+        // what it waits on first (the first bytes) is small.
+        Box::pin(serve_io(io, protocol, connection, &builders, limits)).await;
     })
+}
+
+/// The task serving one accepted TLS connection, or `None` when it was refused.
+fn serve_tls_stream(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: TlsAcceptor,
+    worker: &Worker,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let (admitted, client) = admit(&stream, peer, worker)?;
+    let activity = Activity::new();
+    let (builders, clients, drain) = (
+        worker.builders.clone(),
+        worker.clients.clone(),
+        worker.drain.clone(),
+    );
+    Some(async move {
+        let _admitted = admitted;
+        let limits = &clients.limits;
+        let Some((protocol, io)) =
+            tls_first_bytes(stream, peer, &acceptor, limits.header_timeout).await
+        else {
+            return;
+        };
+        let connection = Connection {
+            client,
+            activity,
+            peer,
+            drain,
+        };
+        // Boxed: the task is moved a few times as it is spawned and ended;
+        // what it waits on first (the first bytes) is small.
+        Box::pin(serve_io(io, protocol, connection, &builders, limits)).await;
+    })
+}
+
+/// What one served connection is: its client, its clocks, its worker's drain.
+struct Connection {
+    client: Arc<Client>,
+    activity: Arc<Activity>,
+    peer: std::net::SocketAddr,
+    drain: Arc<Drain>,
+}
+
+/// Serves HTTP/1.1 or h2 on a connection whose protocol is known, to its end.
+async fn serve_io<S: ClientStream>(
+    io: ClientIo<S>,
+    protocol: Protocol,
+    connection: Connection,
+    builders: &Builders,
+    limits: &ClientLimits,
+) {
+    let Connection {
+        client,
+        activity,
+        peer,
+        drain,
+    } = connection;
+    let serve_request = {
+        let activity = activity.clone();
+        move |request| serve_request(&client, &activity, request)
+    };
+    let io = TokioIo::new(io.with_activity(activity.clone()));
+    let served = match protocol {
+        Protocol::Http1 => {
+            let service = service_fn(serve_request);
+            let conn = builders.http1.serve_connection(io, service).with_upgrades();
+            connection::drive(
+                conn,
+                |conn| conn.graceful_shutdown(),
+                &activity,
+                limits,
+                protocol,
+                drain,
+            )
+            .await
+        }
+        Protocol::Http2 => {
+            // Boxed: hyper moves each stream's future into a task of its
+            // own, a few times over; a box is moved as a pointer.
+            let service = service_fn(move |request| Box::pin(serve_request(request)));
+            let conn = builders.http2.serve_connection(io, service);
+            // Boxed too: an h2 connection's state is twice an h1 one's, and
+            // would make every connection's future as large.
+            Box::pin(connection::drive(
+                conn,
+                |conn| conn.graceful_shutdown(),
+                &activity,
+                limits,
+                protocol,
+                drain,
+            ))
+            .await
+        }
+    };
+    if let Err(error) = served {
+        count_error(&error, protocol);
+        debug!(client.addr = %peer, %error, "Connection ended with an error");
+    }
 }
 
 /// What the requests of one client connection share.
@@ -431,6 +558,48 @@ async fn first_bytes(
     }
 }
 
+/// The TLS handshake and then, as [`first_bytes`] does, the first bytes,
+/// all within the header clock from the accept: a handshake that does not
+/// finish in time is cut and counted (`tls_handshake_timeout`). ALPN `h2`
+/// is h2 at once; otherwise the first bytes tell (HTTP/1.1, or h2 with
+/// prior knowledge from a client that offered no ALPN).
+async fn tls_first_bytes(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: &TlsAcceptor,
+    timeout: Duration,
+) -> Option<(Protocol, ClientIo<TlsStream<TcpStream>>)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tls::stats().handshake_failed();
+            debug!(client.addr = %peer, %error, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            metrics::client_limit(ClientLimit::TlsHandshakeTimeout);
+            debug!(client.addr = %peer, "TLS handshake not finished in time");
+            return None;
+        }
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2) {
+        return Some((Protocol::Http2, ClientIo::new(Bytes::new(), stream)));
+    }
+    match tokio::time::timeout_at(deadline, sniff(stream)).await {
+        Ok(Ok(sniffed)) => sniffed,
+        Ok(Err(error)) => {
+            debug!(client.addr = %peer, %error, "Reading the first bytes failed");
+            None
+        }
+        Err(_) => {
+            metrics::client_limit(ClientLimit::HeaderTimeout);
+            debug!(client.addr = %peer, "Client sent nothing in time");
+            None
+        }
+    }
+}
+
 /// Counts a connection that hyper ended for the client's fault.
 fn count_error(error: &hyper::Error, protocol: Protocol) {
     let limit = match protocol {
@@ -481,7 +650,7 @@ pub(crate) enum Protocol {
 /// Tells HTTP/1.1 from h2c by the first bytes, read in one go (as large a
 /// read as the request usually is, so a new connection costs no extra read).
 /// `None`: the client closed before sending anything.
-async fn sniff(mut stream: TcpStream) -> std::io::Result<Option<(Protocol, ClientIo)>> {
+async fn sniff<S: ClientStream>(mut stream: S) -> std::io::Result<Option<(Protocol, ClientIo<S>)>> {
     let mut first = BytesMut::with_capacity(SNIFF_BUFFER);
     loop {
         if stream.read_buf(&mut first).await? == 0 {
@@ -500,38 +669,53 @@ async fn sniff(mut stream: TcpStream) -> std::io::Result<Option<(Protocol, Clien
     } else {
         Protocol::Http1
     };
-    let prefix = first.freeze();
-    Ok(Some((
-        protocol,
-        ClientIo {
-            prefix,
-            stream,
-            activity: None,
-            scan: HeadScan::default(),
-        },
-    )))
+    Ok(Some((protocol, ClientIo::new(first.freeze(), stream))))
 }
 
-/// A client connection: the bytes [`sniff`] read, then the socket.
+/// The stream under a client connection: a socket, or TLS over one.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether [`AsyncWrite::poll_shutdown`] is passed on: TLS sends its
+    /// `close_notify` so; a socket is closed by the drop, which sends the
+    /// same FIN without a `shutdown(2)` call first.
+    const SHUTDOWN: bool;
+}
+
+impl ClientStream for TcpStream {
+    const SHUTDOWN: bool = false;
+}
+
+impl ClientStream for TlsStream<TcpStream> {
+    const SHUTDOWN: bool = true;
+}
+
+/// A client connection: the bytes [`sniff`] read, then the stream.
 ///
-/// Its shutdown is a no-op: the socket is closed when the connection is
-/// dropped, which sends the same FIN without a `shutdown(2)` call first.
-struct ClientIo {
+/// On a socket its shutdown is a no-op (see [`ClientStream::SHUTDOWN`]).
+struct ClientIo<S = TcpStream> {
     prefix: Bytes,
-    stream: TcpStream,
+    stream: S,
     /// Told of reads: the first byte of a request head starts its clock.
     activity: Option<Arc<Activity>>,
     scan: HeadScan,
 }
 
-impl ClientIo {
+impl<S> ClientIo<S> {
+    fn new(prefix: Bytes, stream: S) -> Self {
+        ClientIo {
+            prefix,
+            stream,
+            activity: None,
+            scan: HeadScan::default(),
+        }
+    }
+
     fn with_activity(mut self, activity: Arc<Activity>) -> Self {
         self.activity = Some(activity);
         self
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: ClientStream> AsyncRead for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -561,7 +745,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: ClientStream> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -586,7 +770,11 @@ impl AsyncWrite for ClientIo {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if S::SHUTDOWN {
+            Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 }

@@ -53,6 +53,8 @@ pub struct Proxy {
     max_uri: usize,
     /// How long a client may send nothing in the middle of its body (408).
     body_timeout: Duration,
+    /// The port of `https_redirect` locations (`--tls-listen`'s; 443 is left out).
+    https_port: u16,
 }
 
 /// What the proxy knows of the client connection a request came on.
@@ -60,6 +62,16 @@ pub struct Proxy {
 pub struct ClientInfo {
     /// The client's IP address, ready to be appended to `X-Forwarded-For`.
     pub ip: HeaderValue,
+    /// Whether it came over TLS (`--tls-listen`): `X-Forwarded-Proto: https`,
+    /// and no `https_redirect`.
+    pub https: bool,
+}
+
+impl ClientInfo {
+    /// The scheme the client used.
+    fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
 }
 
 /// Why a request got no answer from a member; [`ProxyError::status`] maps it
@@ -136,7 +148,14 @@ impl Proxy {
             server_name,
             max_uri: DEFAULT_MAX_URI,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            https_port: 443,
         }
+    }
+
+    /// Sets the port `https_redirect` sends clients to (the TLS listener's).
+    pub fn with_https_port(mut self, port: u16) -> Self {
+        self.https_port = port;
+        self
     }
 
     /// Sets the longest request target accepted (`--max-uri-length`).
@@ -190,6 +209,14 @@ impl Proxy {
         let path = target.path_and_query.path();
         let route = route(&table, host.as_ref(), &request::match_path(path))?;
         let matched = request::original_len(path, route.path_prefix.len());
+        if route.https_redirect && !client.https {
+            return redirect_to_https(
+                &parts.method,
+                host.as_ref(),
+                &target.path_and_query,
+                self.https_port,
+            );
+        }
         let cluster = &table.clusters[route.cluster];
         let upgrade = Upgrade::asked(&parts);
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
@@ -219,7 +246,14 @@ impl Proxy {
             Some(upgrade) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                 switch(head, exchange, &upgrade, cluster, member)
             }
-            _ => Ok(respond(head, exchange, route, member, host.as_ref())),
+            _ => Ok(respond(
+                head,
+                exchange,
+                route,
+                member,
+                host.as_ref(),
+                client,
+            )),
         }
     }
 }
@@ -279,8 +313,65 @@ fn add_forwarded(
         Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(client.scheme()),
+    );
     headers.insert(X_FORWARDED_SERVER.clone(), server.clone());
+}
+
+/// A route's `https_redirect` on the plain listener: the same host (its port
+/// replaced by `port`, left out if 443), path and query over `https://`; 301
+/// for GET and HEAD (what nginx's `return 301` sends), 308 for the other
+/// methods so the client repeats the method and its body.
+fn redirect_to_https(
+    method: &http::Method,
+    host: Option<&HeaderValue>,
+    path_and_query: &PathAndQuery,
+    port: u16,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .ok_or(RequestError::NoHost)?;
+    let name = host_without_port(host);
+    let location = if port == 443 {
+        format!("https://{name}{path_and_query}")
+    } else {
+        format!("https://{name}:{port}{path_and_query}")
+    };
+    let value = HeaderValue::try_from(&location).map_err(|_| RequestError::InvalidHost)?;
+    let status = if *method == http::Method::GET || *method == http::Method::HEAD {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    let mut response = Response::new(ProxyBody::local(format!(
+        "{} {}: {location}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, value);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// `example.com:8000` → `example.com`; `[::1]:8000` → `[::1]`.
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, _)) => name,
+        None => host,
+    }
 }
 
 /// Removes `Connection` and every header it names, and the other hop-by-hop headers.
@@ -560,6 +651,7 @@ fn respond(
     route: &RouteEntry,
     member: &MemberEntry,
     host: Option<&HeaderValue>,
+    client: &ClientInfo,
 ) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::Upstream(exchange));
     *response.status_mut() = head.status;
@@ -574,7 +666,7 @@ fn respond(
                 .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|value| rewrite_location(value, route, member, host))
+                .and_then(|value| rewrite_location(value, route, member, host, client.scheme()))
                 .and_then(|value| HeaderValue::try_from(value).ok());
             if let Some(value) = rewritten {
                 parts.headers.insert(name.clone(), value);
@@ -591,6 +683,7 @@ fn rewrite_location(
     route: &RouteEntry,
     member: &MemberEntry,
     host: &str,
+    scheme: &str,
 ) -> Option<String> {
     let upstream_prefix = route
         .rewrite_prefix
@@ -599,7 +692,7 @@ fn rewrite_location(
     let base = &member.shared.base_url;
     let (origin, rest) = match value.get(..base.len()) {
         Some(head) if head.eq_ignore_ascii_case(base) => {
-            (format!("http://{host}"), &value[base.len()..])
+            (format!("{scheme}://{host}"), &value[base.len()..])
         }
         _ if route.rewrite_prefix.is_some()
             && value.starts_with('/')

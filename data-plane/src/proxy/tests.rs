@@ -59,8 +59,9 @@ fn forwarded_headers_are_appended_and_set() {
     let mut headers = HeaderMap::new();
     headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
     headers.insert(&X_FORWARDED_HOST, HeaderValue::from_static("spoofed"));
-    let client = ClientInfo {
+    let mut client = ClientInfo {
         ip: HeaderValue::from_static("127.0.0.1"),
+        https: false,
     };
     let host = HeaderValue::from_static("example.test");
     add_forwarded(
@@ -73,13 +74,63 @@ fn forwarded_headers_are_appended_and_set() {
     assert_eq!(headers[&X_FORWARDED_HOST], "example.test");
     assert_eq!(headers[&X_FORWARDED_PROTO], "http");
     assert_eq!(headers[&X_FORWARDED_SERVER], "dp-1");
+
+    client.https = true;
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("spoofed"));
+    add_forwarded(
+        &mut headers,
+        Some(&host),
+        &client,
+        &HeaderValue::from_static("dp-1"),
+    );
+    assert_eq!(headers[&X_FORWARDED_PROTO], "https");
+}
+
+#[test]
+fn https_redirects_keep_the_host_path_and_query_and_the_method() {
+    let redirect = |method: http::Method, host: &'static str, port: u16| {
+        let host = HeaderValue::from_static(host);
+        let path = PathAndQuery::from_static("/a/b?x=1");
+        let response = redirect_to_https(&method, Some(&host), &path, port).expect("a redirect");
+        let location = response.headers()[header::LOCATION]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        (response.status(), location)
+    };
+    assert_eq!(
+        redirect(http::Method::GET, "example.test:8000", 8443),
+        (
+            StatusCode::MOVED_PERMANENTLY,
+            "https://example.test:8443/a/b?x=1".to_owned()
+        )
+    );
+    assert_eq!(
+        redirect(http::Method::HEAD, "example.test", 443),
+        (
+            StatusCode::MOVED_PERMANENTLY,
+            "https://example.test/a/b?x=1".to_owned()
+        )
+    );
+    assert_eq!(
+        redirect(http::Method::POST, "[::1]:80", 443),
+        (
+            StatusCode::PERMANENT_REDIRECT,
+            "https://[::1]/a/b?x=1".to_owned()
+        )
+    );
+    let path = PathAndQuery::from_static("/");
+    assert!(matches!(
+        redirect_to_https(&http::Method::GET, None, &path, 443),
+        Err(ProxyError::Request(RequestError::NoHost))
+    ));
 }
 
 #[test]
 fn redirects_of_the_member_become_client_urls() {
     let app = table(app_route());
     let (route, member) = (&app.routes[0], &app.clusters[0].members[0]);
-    let rewrite = |v| rewrite_location(v, route, member, "example.test:8000");
+    let rewrite = |v| rewrite_location(v, route, member, "example.test:8000", "http");
     assert_eq!(
         rewrite("http://127.0.0.1:8080/login").as_deref(),
         Some("http://example.test:8000/app/login")
@@ -96,10 +147,14 @@ fn redirects_of_the_member_become_client_urls() {
     let root = table(Route::new("root", "/", "c"));
     let (route, member) = (&root.routes[0], &root.clusters[0].members[0]);
     assert_eq!(
-        rewrite_location("http://127.0.0.1:8080/a", route, member, "h").as_deref(),
+        rewrite_location("http://127.0.0.1:8080/a", route, member, "h", "http").as_deref(),
         Some("http://h/a")
     );
-    assert_eq!(rewrite_location("/a", route, member, "h"), None);
+    assert_eq!(
+        rewrite_location("http://127.0.0.1:8080/a", route, member, "h", "https").as_deref(),
+        Some("https://h/a")
+    );
+    assert_eq!(rewrite_location("/a", route, member, "h", "http"), None);
 }
 
 #[test]
