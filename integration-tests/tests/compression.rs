@@ -504,7 +504,8 @@ async fn what_may_not_be_compressed_passes_as_the_member_sent_it() {
     let doc = text(DOC_LEN);
     // (path, method, Accept-Encoding, body the client must get, Vary expected)
     let gzipped = gzip(&doc);
-    let cases: [(&str, Method, Option<&str>, &[u8], bool); 9] = [
+    type Case<'a> = (&'a str, Method, Option<&'a str>, &'a [u8], bool);
+    let cases: [Case; 9] = [
         ("/gzipped", Method::GET, Some("br, gzip"), &gzipped, false),
         ("/small", Method::GET, Some("gzip"), &doc[..0], false),
         ("/png", Method::GET, Some("gzip"), &doc[..0], false),
