@@ -381,6 +381,14 @@ async fn each_coding_the_client_accepts_decodes_to_the_members_bytes() {
             Some(*accept)
         );
     }
+    let metrics = switchyard_integration_tests::get(&fleet.replicas[0].admin_url("/metrics"))
+        .await
+        .body;
+    for (algorithm, count) in [("br", 3), ("zstd", 1), ("gzip", 2)] {
+        let line =
+            format!("switchyard_responses_compressed_total{{algorithm=\"{algorithm}\"}} {count}\n");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
 
 fn header_values_of(headers: &HeaderMap, name: &str) -> Vec<String> {

@@ -25,6 +25,7 @@ use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use switchyard_shared::Algorithm;
 
+use crate::admin::metrics;
 use crate::config::rules::CompressRule;
 use crate::proxy::body::{BodyError, ProxyBody};
 
@@ -180,6 +181,7 @@ pub fn respond(
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_RANGES);
     weaken_etag(headers);
+    metrics::compressed(algorithm);
     let body = ProxyBody::Compressed(Box::new(Compressing::new(exchange, algorithm)));
     Response::from_parts(parts, body)
 }
