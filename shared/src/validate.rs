@@ -459,6 +459,37 @@ impl Direction {
     }
 }
 
+/// Why a header rule's name is refused, if it is: not a header name, twice
+/// in its part (`earlier`), or one no rule of this kind may name.
+fn check_rule_name(
+    direction: Direction,
+    kind: &str,
+    name: &str,
+    earlier: &[&String],
+) -> Result<(), &'static str> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err("is not a header name (letters, digits and !#$%&'*+-.^_`|~)");
+    }
+    if earlier.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        return Err("appears twice (header names are case-insensitive)");
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "content-length" {
+        return Err("Content-Length cannot be changed: the proxy frames every body itself");
+    }
+    if kind != "remove" && HOP_BY_HOP_HEADERS.contains(&lower.as_str()) {
+        return Err(
+            "is a hop-by-hop header: it describes one connection, the proxy removes it, and no rule may add it back",
+        );
+    }
+    if direction == Direction::Request && kind != "set" && lower == "host" {
+        return Err(
+            "a request has exactly one Host: it can only be set (which replaces the Host every member is sent)",
+        );
+    }
+    Ok(())
+}
+
 /// The most rules (set, append and remove together) of one direction of a route.
 pub const MAX_HEADER_RULES: usize = 64;
 /// The longest value a header rule may set or append, in bytes.
@@ -500,32 +531,9 @@ pub fn validate_header_rules(direction: Direction, rules: &HeaderRules) -> Resul
     ];
     for (kind, names) in &kinds {
         for (i, name) in names.iter().enumerate() {
-            let bad =
-                |why: &str| ConfigError::invalid(format!("{field} {kind} {}: {why}", quoted(name)));
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(bad(
-                    "is not a header name (letters, digits and !#$%&'*+-.^_`|~)",
-                ));
-            }
-            if names[..i].iter().any(|n| n.eq_ignore_ascii_case(name)) {
-                return Err(bad("appears twice (header names are case-insensitive)"));
-            }
-            let lower = name.to_ascii_lowercase();
-            if lower == "content-length" {
-                return Err(bad(
-                    "Content-Length cannot be changed: the proxy frames every body itself",
-                ));
-            }
-            if *kind != "remove" && HOP_BY_HOP_HEADERS.contains(&lower.as_str()) {
-                return Err(bad(
-                    "is a hop-by-hop header: it describes one connection, the proxy removes it, and no rule may add it back",
-                ));
-            }
-            if direction == Direction::Request && *kind != "set" && lower == "host" {
-                return Err(bad(
-                    "a request has exactly one Host: it can only be set (which replaces the Host every member is sent)",
-                ));
-            }
+            check_rule_name(direction, kind, name, &names[..i]).map_err(|why| {
+                ConfigError::invalid(format!("{field} {kind} {}: {why}", quoted(name)))
+            })?;
         }
     }
     for (kind, map) in [("set", &rules.set), ("append", &rules.append)] {

@@ -8,7 +8,7 @@
 //! The codecs are async-compression's (its `codecs` layer, driven frame by
 //! frame from the body, so trailers pass and nothing is copied through an
 //! `AsyncRead`), at levels chosen for a proxy: fast, with bounded memory
-//! per stream (see [`Algorithm`]'s encoders in [`encoder`]).
+//! per stream (the constants below say how much).
 
 use std::io;
 use std::pin::Pin;
@@ -76,65 +76,98 @@ impl Asked {
 /// ties go to the route's order). None when the client named none of them
 /// (or only with `q=0`), or when it prefers `identity` by a higher q-value.
 pub fn negotiate(headers: &HeaderMap, algorithms: &[Algorithm]) -> Option<Algorithm> {
-    // Thousandths, per coding, as first given.
-    let mut named: [Option<u16>; 3] = [None; 3];
-    let mut star = None;
-    let mut identity = None;
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let mut parts = item.split(|&b| b == b';');
-            let coding = parts.next().unwrap_or_default().trim_ascii();
-            let mut weight = Some(1000);
-            for param in parts {
-                let Some(eq) = param.iter().position(|&b| b == b'=') else {
-                    continue;
-                };
-                let (key, value) = param.split_at(eq);
-                if key.trim_ascii().eq_ignore_ascii_case(b"q") {
-                    weight = parse_q(value.get(1..).unwrap_or_default().trim_ascii());
-                }
-            }
-            // A malformed q-value: the entry is ignored, as if not sent.
-            let Some(weight) = weight else { continue };
-            let slot = if coding.eq_ignore_ascii_case(b"br") {
-                &mut named[0]
-            } else if coding.eq_ignore_ascii_case(b"zstd") {
-                &mut named[1]
-            } else if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip")
-            {
-                &mut named[2]
-            } else if coding == b"*" {
-                &mut star
-            } else if coding.eq_ignore_ascii_case(b"identity") {
-                &mut identity
-            } else {
-                continue;
-            };
-            slot.get_or_insert(weight);
-        }
-    }
+    let weights = Weights::parse(headers);
     let mut best: Option<(Algorithm, u16)> = None;
     for &algorithm in algorithms {
-        let slot = match algorithm {
-            Algorithm::Br => named[0],
-            Algorithm::Zstd => named[1],
-            Algorithm::Gzip => named[2],
-        };
-        let weight = slot.or(star).unwrap_or(0);
+        let weight = weights.of(algorithm);
         if weight > 0 && best.is_none_or(|(_, w)| weight > w) {
             best = Some((algorithm, weight));
         }
     }
-    match (best, identity) {
+    match (best, weights.identity) {
         (Some((_, weight)), Some(identity)) if identity > weight => None,
         (best, _) => best.map(|(algorithm, _)| algorithm),
     }
 }
 
+/// The q-values of an `Accept-Encoding`, in thousandths, each coding's as
+/// first given.
+#[derive(Debug, Default)]
+struct Weights {
+    /// br, zstd, gzip.
+    named: [Option<u16>; 3],
+    star: Option<u16>,
+    identity: Option<u16>,
+}
+
+impl Weights {
+    fn parse(headers: &HeaderMap) -> Self {
+        let mut weights = Weights::default();
+        for value in headers.get_all(header::ACCEPT_ENCODING) {
+            for item in value.as_bytes().split(|&b| b == b',') {
+                if let Some((coding, weight)) = entry(item)
+                    && let Some(slot) = weights.slot(coding)
+                {
+                    slot.get_or_insert(weight);
+                }
+            }
+        }
+        weights
+    }
+
+    fn slot(&mut self, coding: &[u8]) -> Option<&mut Option<u16>> {
+        let is = |name: &[u8]| coding.eq_ignore_ascii_case(name);
+        if is(b"br") {
+            Some(&mut self.named[0])
+        } else if is(b"zstd") {
+            Some(&mut self.named[1])
+        } else if is(b"gzip") || is(b"x-gzip") {
+            Some(&mut self.named[2])
+        } else if coding == b"*" {
+            Some(&mut self.star)
+        } else if is(b"identity") {
+            Some(&mut self.identity)
+        } else {
+            None
+        }
+    }
+
+    /// A coding's q-value: its own, else that of `*`, else 0.
+    fn of(&self, algorithm: Algorithm) -> u16 {
+        let named = match algorithm {
+            Algorithm::Br => self.named[0],
+            Algorithm::Zstd => self.named[1],
+            Algorithm::Gzip => self.named[2],
+        };
+        named.or(self.star).unwrap_or(0)
+    }
+}
+
+/// One `coding;q=…` entry: the coding and its q-value (1 when not given);
+/// none when empty or when its q-value is malformed (ignored, as if not sent).
+fn entry(item: &[u8]) -> Option<(&[u8], u16)> {
+    let mut parts = item.split(|&b| b == b';');
+    let coding = parts.next().unwrap_or_default().trim_ascii();
+    let mut weight = Some(1000);
+    for param in parts {
+        let Some(eq) = param.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (key, value) = param.split_at(eq);
+        if key.trim_ascii().eq_ignore_ascii_case(b"q") {
+            weight = parse_q(value.get(1..).unwrap_or_default().trim_ascii());
+        }
+    }
+    Some((coding, weight?)).filter(|(coding, _)| !coding.is_empty())
+}
+
 /// A q-value (RFC 9110, 12.4.2) in thousandths: `0`, `0.5`, `1`, `1.000`.
 fn parse_q(text: &[u8]) -> Option<u16> {
     let (int, frac) = match text.iter().position(|&b| b == b'.') {
-        Some(dot) => (&text[..dot], &text[dot + 1..]),
+        Some(dot) => {
+            let (int, rest) = text.split_at(dot);
+            (int, rest.get(1..).unwrap_or_default())
+        }
         None => (text, &b""[..]),
     };
     if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
