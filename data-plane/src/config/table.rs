@@ -285,6 +285,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn unused_route_features_compile_to_nothing() {
+        let (table, _) =
+            compile(&mut config(&["http://127.0.0.1:1"]), &Registry::default()).unwrap();
+        let route = &table.routes[0];
+        assert!(route.compress.is_none());
+        assert!(route.request_headers.is_none());
+        assert!(route.host_override.is_none());
+        assert!(route.response_headers.is_none());
+
+        let mut snapshot = config(&["http://127.0.0.1:1"]);
+        let rules: switchyard_shared::HeaderRules =
+            serde_json::from_str(r#"{"set": {"Host": "app.internal"}}"#).unwrap();
+        snapshot.config.routes[0].request_headers = Some(rules.clone());
+        snapshot.config.routes[0].response_headers = Some(rules);
+        snapshot.config.routes[0].compress = Some(switchyard_shared::Compress::default());
+        let (table, _) = compile(&mut snapshot, &Registry::default()).unwrap();
+        let route = &table.routes[0];
+        assert!(
+            route.request_headers.is_none(),
+            "a rule that only sets Host is the per-member Host"
+        );
+        assert_eq!(route.host_override.as_ref().unwrap(), "app.internal");
+        assert!(
+            route.response_headers.is_some(),
+            "Host is an ordinary response header"
+        );
+        assert!(route.compress.is_some());
+    }
+
+    #[test]
     fn invalid_snapshots_are_refused() {
         let mut snapshot = config(&["http://127.0.0.1:1"]);
         snapshot.config.routes[0].cluster = "missing".into();
