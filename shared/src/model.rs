@@ -4,6 +4,7 @@
 //! Every struct refuses unknown fields, so a typo in a field name is an error
 //! rather than a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -203,6 +204,60 @@ pub struct Route {
     /// TLS listener it is proxied as usual.
     #[serde(default)]
     pub https_redirect: bool,
+    /// Response compression (nginx `gzip on`, Apache `mod_deflate`); none: off.
+    #[serde(default)]
+    pub compress: Option<Compress>,
+    /// Rules for the request's headers on its way to the member (nginx
+    /// `proxy_set_header`, Apache `RequestHeader`); none: no rule.
+    #[serde(default)]
+    pub request_headers: Option<HeaderRules>,
+    /// Rules for the response's headers on their way to the client (nginx
+    /// `add_header` / `proxy_hide_header`, Apache `Header`); none: no rule.
+    #[serde(default)]
+    pub response_headers: Option<HeaderRules>,
+}
+
+/// Which responses of a route are compressed, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, remote = "Self")]
+pub struct Compress {
+    /// The codings offered, in the server's order of preference (ties in the
+    /// client's `Accept-Encoding` q-values go to the first).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    /// Media types compressed (matched without parameters, case-insensitive);
+    /// `major/*` matches every subtype.
+    #[serde(default = "default_compress_types")]
+    pub types: Vec<String>,
+    /// A response whose `Content-Length` is below this many bytes is sent
+    /// as it is (one of unknown length is compressed).
+    #[serde(default = "default_min_size")]
+    pub min_size: u64,
+}
+
+/// A content coding Switchyard can compress with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Brotli (`br`).
+    Br,
+    /// Zstandard (`zstd`).
+    Zstd,
+    /// gzip (`gzip`).
+    Gzip,
+}
+
+/// Header rules of one direction, applied in this order: `remove`, `set`
+/// (replaces every value), `append` (adds a value after those there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, remote = "Self")]
+pub struct HeaderRules {
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub append: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 crate::objects_only!(
@@ -213,6 +268,8 @@ crate::objects_only!(
     Member => "a member object {\"url\": ..., ...}",
     HealthCheck => "a health_check object {\"path\": ..., ...}",
     Route => "a route object {\"path_prefix\": ..., \"cluster\": ..., ...}",
+    Compress => "a compress object {\"algorithms\": [...], \"types\": [...], \"min_size\": ...}",
+    HeaderRules => "a header rules object {\"set\": {...}, \"append\": {...}, \"remove\": [...]}",
 );
 crate::serialize_as_derived!(
     Config,
@@ -221,7 +278,9 @@ crate::serialize_as_derived!(
     OutlierDetection,
     Member,
     HealthCheck,
-    Route
+    Route,
+    Compress,
+    HeaderRules
 );
 
 /// A duration written as a human string (`"500ms"`, `"2s"`, `"1m"`).
@@ -277,6 +336,130 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+/// A JSON object of header names to values in which no name appears twice
+/// (serde's map would keep the last silently).
+fn unique_keys<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct UniqueKeys;
+
+    impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of header names to values {\"Name\": \"value\", ...}")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut rules = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                if rules.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "header {} appears twice",
+                        quoted(&name)
+                    )));
+                }
+                rules.insert(name, value);
+            }
+            Ok(rules)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueKeys)
+}
+
+/// The compressible types of `compress` when it names none: text formats,
+/// JSON, JavaScript, XML, SVG, WebAssembly and uncompressed fonts. Not
+/// `text/event-stream`: a stream of events lives long, holding a compressor's
+/// memory for all that time, and each event is flushed on its own, so it
+/// gains little; name it to have it compressed (it is flushed as it comes).
+pub const DEFAULT_COMPRESS_TYPES: &[&str] = &[
+    "text/html",
+    "text/plain",
+    "text/css",
+    "text/javascript",
+    "text/xml",
+    "text/csv",
+    "text/markdown",
+    "application/json",
+    "application/ld+json",
+    "application/manifest+json",
+    "application/problem+json",
+    "application/javascript",
+    "application/xml",
+    "application/xhtml+xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/wasm",
+    "image/svg+xml",
+    "font/ttf",
+    "font/otf",
+];
+
+/// The default of `compress.min_size` (bytes): below it, compression costs
+/// about as much as it saves (nginx's `gzip_min_length` defaults to 20
+/// bytes; 1 KiB is the common advice and what CDNs use).
+pub const DEFAULT_COMPRESS_MIN_SIZE: u64 = 1024;
+
+fn default_algorithms() -> Vec<Algorithm> {
+    vec![Algorithm::Br, Algorithm::Zstd, Algorithm::Gzip]
+}
+
+fn default_compress_types() -> Vec<String> {
+    DEFAULT_COMPRESS_TYPES
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect()
+}
+
+fn default_min_size() -> u64 {
+    DEFAULT_COMPRESS_MIN_SIZE
+}
+
+impl Default for Compress {
+    fn default() -> Self {
+        Compress {
+            algorithms: default_algorithms(),
+            types: default_compress_types(),
+            min_size: default_min_size(),
+        }
+    }
+}
+
+impl Algorithm {
+    /// The coding's name in `Accept-Encoding` and `Content-Encoding`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Algorithm::Br => "br",
+            Algorithm::Zstd => "zstd",
+            Algorithm::Gzip => "gzip",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "br" => Some(Algorithm::Br),
+            "zstd" => Some(Algorithm::Zstd),
+            "gzip" => Some(Algorithm::Gzip),
+            _ => None,
+        }
+    }
+}
+
+impl HeaderRules {
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.set.len() + self.append.len() + self.remove.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn default_connect_timeout() -> Dur {
@@ -455,6 +638,9 @@ impl Route {
             preserve_host: false,
             rewrite_redirects: false,
             https_redirect: false,
+            compress: None,
+            request_headers: None,
+            response_headers: None,
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::model::{
-    Cluster, Config, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
-    RetryPolicy, Route,
+    Algorithm, Cluster, Compress, Config, Dur, HeaderRules, HealthCheck, Member, MemberState,
+    OutlierDetection, Policy, RetryOn, RetryPolicy, Route,
 };
 use crate::snapshot::Snapshot;
 use crate::text::quoted;
@@ -116,6 +116,33 @@ impl From<&Route> for v1::Route {
             preserve_host: r.preserve_host,
             rewrite_redirects: r.rewrite_redirects,
             https_redirect: r.https_redirect,
+            compress: r.compress.as_ref().map(|c| v1::Compress {
+                algorithms: c.algorithms.iter().map(|a| a.as_str().to_owned()).collect(),
+                types: c.types.clone(),
+                min_size: c.min_size,
+            }),
+            request_headers: r.request_headers.as_ref().map(v1::HeaderRules::from),
+            response_headers: r.response_headers.as_ref().map(v1::HeaderRules::from),
+        }
+    }
+}
+
+impl From<&HeaderRules> for v1::HeaderRules {
+    fn from(rules: &HeaderRules) -> Self {
+        v1::HeaderRules {
+            set: rules.set.clone().into_iter().collect(),
+            append: rules.append.clone().into_iter().collect(),
+            remove: rules.remove.clone(),
+        }
+    }
+}
+
+impl From<v1::HeaderRules> for HeaderRules {
+    fn from(rules: v1::HeaderRules) -> Self {
+        HeaderRules {
+            set: rules.set.into_iter().collect(),
+            append: rules.append.into_iter().collect(),
+            remove: rules.remove,
         }
     }
 }
@@ -129,7 +156,11 @@ impl TryFrom<v1::Snapshot> for Snapshot {
             .into_iter()
             .map(Cluster::try_from)
             .collect::<Result<_, _>>()?;
-        let routes = s.routes.into_iter().map(Route::from).collect();
+        let routes = s
+            .routes
+            .into_iter()
+            .map(Route::try_from)
+            .collect::<Result<_, _>>()?;
         Ok(Snapshot {
             version: s.version,
             store_id: s.store_id,
@@ -220,9 +251,28 @@ impl TryFrom<v1::Cluster> for Cluster {
     }
 }
 
-impl From<v1::Route> for Route {
-    fn from(r: v1::Route) -> Self {
-        Route {
+impl TryFrom<v1::Route> for Route {
+    type Error = ConvertError;
+
+    fn try_from(r: v1::Route) -> Result<Self, Self::Error> {
+        let compress = match r.compress {
+            Some(c) => Some(Compress {
+                algorithms: c
+                    .algorithms
+                    .iter()
+                    .map(|a| {
+                        Algorithm::parse(a).ok_or_else(|| ConvertError {
+                            field: format!("route {} compress.algorithms", quoted(&r.name)),
+                            reason: format!("unknown algorithm {}", quoted(a)),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                types: c.types,
+                min_size: c.min_size,
+            }),
+            None => None,
+        };
+        Ok(Route {
             name: r.name,
             host: r.host,
             path_prefix: r.path_prefix,
@@ -231,7 +281,10 @@ impl From<v1::Route> for Route {
             preserve_host: r.preserve_host,
             rewrite_redirects: r.rewrite_redirects,
             https_redirect: r.https_redirect,
-        }
+            compress,
+            request_headers: r.request_headers.map(HeaderRules::from),
+            response_headers: r.response_headers.map(HeaderRules::from),
+        })
     }
 }
 
@@ -255,6 +308,17 @@ mod tests {
         let mut route = Route::new("web", "/app/", "mycluster");
         route.rewrite_prefix = Some("/".into());
         route.host = Some("example.com".into());
+        route.compress = Some(Compress {
+            algorithms: vec![Algorithm::Gzip, Algorithm::Br],
+            types: vec!["text/*".into()],
+            min_size: 0,
+        });
+        let mut rules = HeaderRules::default();
+        rules.set.insert("Host".into(), "example.org".into());
+        rules.append.insert("X-Via".into(), "switchyard".into());
+        rules.remove.push("X-Secret".into());
+        route.request_headers = Some(rules.clone());
+        route.response_headers = Some(rules);
         let snapshot = Snapshot::new(
             7,
             "store",
@@ -265,6 +329,19 @@ mod tests {
         );
         let back = Snapshot::try_from(v1::Snapshot::from(&snapshot)).unwrap();
         assert_eq!(back, snapshot);
+    }
+
+    #[test]
+    fn unknown_algorithm_names_the_field() {
+        let mut route = Route::new("web", "/", "c");
+        route.compress = Some(Compress::default());
+        let mut proto = v1::Route::from(&route);
+        if let Some(c) = proto.compress.as_mut() {
+            c.algorithms.push("lzma".into());
+        }
+        let err = Route::try_from(proto).unwrap_err();
+        assert!(err.to_string().contains("compress.algorithms"), "{err}");
+        assert!(err.to_string().contains("\"lzma\""), "{err}");
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::collections::HashSet;
 
 use http::Uri;
 
-use crate::model::{Cluster, Config, HealthCheck, Member, OutlierDetection, RetryPolicy, Route};
+use crate::model::{
+    Cluster, Compress, Config, HeaderRules, HealthCheck, Member, OutlierDetection, RetryPolicy,
+    Route,
+};
 use crate::text::quoted;
 
 /// Why a change was refused; the kind decides the HTTP status the API answers.
@@ -364,6 +367,200 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
     }
     validate_name("cluster", &route.cluster)
         .map_err(|e| ConfigError::invalid(format!("route {name}: {}", e.message)))?;
+    let in_route = |e: ConfigError| ConfigError {
+        message: format!("route {name}: {}", e.message),
+        ..e
+    };
+    if let Some(compress) = &mut route.compress {
+        normalize_compress(compress).map_err(in_route)?;
+    }
+    if let Some(rules) = &route.request_headers {
+        validate_header_rules(Direction::Request, rules).map_err(in_route)?;
+    }
+    if let Some(rules) = &route.response_headers {
+        validate_header_rules(Direction::Response, rules).map_err(in_route)?;
+    }
+    Ok(())
+}
+
+/// The most media types a route's `compress.types` may list.
+pub const MAX_COMPRESS_TYPES: usize = 64;
+
+/// Checks a route's `compress` and lower-cases its types.
+fn normalize_compress(compress: &mut Compress) -> Result<(), ConfigError> {
+    if compress.algorithms.is_empty() {
+        return Err(ConfigError::invalid(
+            "compress algorithms is empty; list at least one of \"br\", \"zstd\", \"gzip\" (or leave compress null to turn it off)",
+        ));
+    }
+    for (i, algorithm) in compress.algorithms.iter().enumerate() {
+        if compress.algorithms[..i].contains(algorithm) {
+            return Err(ConfigError::invalid(format!(
+                "compress algorithms lists {} twice",
+                quoted(algorithm.as_str())
+            )));
+        }
+    }
+    if compress.types.is_empty() || compress.types.len() > MAX_COMPRESS_TYPES {
+        return Err(ConfigError::invalid(format!(
+            "compress types must list 1 to {MAX_COMPRESS_TYPES} media types, got {}",
+            compress.types.len()
+        )));
+    }
+    for media_type in &mut compress.types {
+        let valid = match media_type.split_once('/') {
+            Some((major, minor)) => {
+                is_token(major) && major != "*" && (minor == "*" || is_token(minor))
+            }
+            None => false,
+        };
+        if !valid {
+            return Err(ConfigError::invalid(format!(
+                "compress type {} is not a media type like \"text/html\" or \"text/*\" (no parameters; \"*/*\" is not allowed)",
+                quoted(media_type)
+            )));
+        }
+        media_type.make_ascii_lowercase();
+    }
+    for (i, media_type) in compress.types.iter().enumerate() {
+        if compress.types[..i].contains(media_type) {
+            return Err(ConfigError::invalid(format!(
+                "compress types lists {} twice",
+                quoted(media_type)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `text` is an HTTP token (RFC 9110, 5.6.2).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Which way a route's header rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `request_headers`: the request on its way to the member.
+    Request,
+    /// `response_headers`: the response on its way to the client.
+    Response,
+}
+
+impl Direction {
+    fn field(self) -> &'static str {
+        match self {
+            Direction::Request => "request_headers",
+            Direction::Response => "response_headers",
+        }
+    }
+}
+
+/// Why a header rule's name is refused, if it is: not a header name, twice
+/// in its part (`earlier`), or one no rule of this kind may name.
+fn check_rule_name(
+    direction: Direction,
+    kind: &str,
+    name: &str,
+    earlier: &[&String],
+) -> Result<(), &'static str> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err("is not a header name (letters, digits and !#$%&'*+-.^_`|~)");
+    }
+    if earlier.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        return Err("appears twice (header names are case-insensitive)");
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "content-length" {
+        return Err("Content-Length cannot be changed: the proxy frames every body itself");
+    }
+    if kind != "remove" && HOP_BY_HOP_HEADERS.contains(&lower.as_str()) {
+        return Err(
+            "is a hop-by-hop header: it describes one connection, the proxy removes it, and no rule may add it back",
+        );
+    }
+    if direction == Direction::Request && kind != "set" && lower == "host" {
+        return Err(
+            "a request has exactly one Host: it can only be set (which replaces the Host every member is sent)",
+        );
+    }
+    Ok(())
+}
+
+/// The most rules (set, append and remove together) of one direction of a route.
+pub const MAX_HEADER_RULES: usize = 64;
+/// The longest value a header rule may set or append, in bytes.
+pub const MAX_HEADER_VALUE_LEN: usize = 4096;
+
+/// The hop-by-hop headers (RFC 9110, 7.6.1) and `Trailer`: the proxy removes
+/// the first from every message and they describe one connection, so a rule
+/// may never add them back.
+pub const HOP_BY_HOP_HEADERS: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Checks one direction of a route's header rules: at most
+/// [`MAX_HEADER_RULES`], names that are header names and appear once per
+/// kind of rule, values a header can carry, and nothing that would break the
+/// message's framing or re-add a hop-by-hop header: `set` and `append` may
+/// not name a hop-by-hop header; no rule may name `Content-Length` (the
+/// proxy frames bodies); on requests, `Host` may be `set` (it replaces the
+/// `Host` sent to every member, like nginx's `proxy_set_header Host`) but
+/// not appended or removed (a request has exactly one).
+pub fn validate_header_rules(direction: Direction, rules: &HeaderRules) -> Result<(), ConfigError> {
+    let field = direction.field();
+    if rules.len() > MAX_HEADER_RULES {
+        return Err(ConfigError::invalid(format!(
+            "{field} has {} rules; at most {MAX_HEADER_RULES} are allowed",
+            rules.len()
+        )));
+    }
+    let kinds = [
+        ("set", rules.set.keys().collect::<Vec<_>>()),
+        ("append", rules.append.keys().collect()),
+        ("remove", rules.remove.iter().collect()),
+    ];
+    for (kind, names) in &kinds {
+        for (i, name) in names.iter().enumerate() {
+            check_rule_name(direction, kind, name, &names[..i]).map_err(|why| {
+                ConfigError::invalid(format!("{field} {kind} {}: {why}", quoted(name)))
+            })?;
+        }
+    }
+    for (kind, map) in [("set", &rules.set), ("append", &rules.append)] {
+        for (name, value) in map {
+            let visible = value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            let trimmed = value.trim_matches([' ', '\t']).len() == value.len();
+            if value.len() > MAX_HEADER_VALUE_LEN || !visible || !trimmed {
+                return Err(ConfigError::invalid(format!(
+                    "{field} {kind} {}: value {} must be at most {MAX_HEADER_VALUE_LEN} bytes of visible ASCII, spaces and tabs, with no space at either end",
+                    quoted(name),
+                    quoted(value)
+                )));
+            }
+        }
+    }
+    if direction == Direction::Request
+        && rules
+            .set
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("host") && v.is_empty())
+    {
+        return Err(ConfigError::invalid(format!(
+            "{field} set \"Host\": the value is empty; a request needs a host"
+        )));
+    }
     Ok(())
 }
 
@@ -497,6 +694,189 @@ mod tests {
             route.rewrite_prefix = Some(bad.into());
             assert!(normalize_route(&mut route).is_err(), "{bad:?}");
         }
+    }
+
+    fn route_with_rules(direction: Direction, json: &str) -> Route {
+        let rules: HeaderRules = serde_json::from_str(json).unwrap();
+        let mut route = Route::new("r", "/", "c");
+        match direction {
+            Direction::Request => route.request_headers = Some(rules),
+            Direction::Response => route.response_headers = Some(rules),
+        }
+        route
+    }
+
+    #[test]
+    fn header_rules_accept_ordinary_headers_and_a_request_host() {
+        for direction in [Direction::Request, Direction::Response] {
+            let mut route = route_with_rules(
+                direction,
+                r#"{"set": {"X-Frame-Options": "DENY", "Cache-Control": "no-store, max-age=0"},
+                    "append": {"X-Via": "switchyard\tedge"}, "remove": ["Server", "Connection"]}"#,
+            );
+            normalize_route(&mut route).unwrap();
+        }
+        let mut route = route_with_rules(Direction::Request, r#"{"set": {"Host": "app.test"}}"#);
+        normalize_route(&mut route).unwrap();
+    }
+
+    #[test]
+    fn header_rules_refuse_what_would_break_the_message() {
+        let cases = [
+            (
+                Direction::Request,
+                r#"{"set": {"Connection": "x"}}"#,
+                "hop-by-hop",
+            ),
+            (
+                Direction::Response,
+                r#"{"append": {"transfer-encoding": "chunked"}}"#,
+                "hop-by-hop",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"Upgrade": "h2c"}}"#,
+                "hop-by-hop",
+            ),
+            (
+                Direction::Response,
+                r#"{"set": {"Trailer": "x"}}"#,
+                "hop-by-hop",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"TE": "trailers"}}"#,
+                "hop-by-hop",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"Keep-Alive": "1"}}"#,
+                "hop-by-hop",
+            ),
+            (
+                Direction::Response,
+                r#"{"append": {"Proxy-Connection": "x"}}"#,
+                "hop-by-hop",
+            ),
+            (
+                Direction::Response,
+                r#"{"set": {"Content-Length": "5"}}"#,
+                "Content-Length",
+            ),
+            (
+                Direction::Request,
+                r#"{"remove": ["content-length"]}"#,
+                "Content-Length",
+            ),
+            (
+                Direction::Request,
+                r#"{"append": {"Host": "a"}}"#,
+                "exactly one Host",
+            ),
+            (
+                Direction::Request,
+                r#"{"remove": ["host"]}"#,
+                "exactly one Host",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"Host": ""}}"#,
+                "needs a host",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"Bad Name": "x"}}"#,
+                "not a header name",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"X-A": "line\nbreak"}}"#,
+                "visible ASCII",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"X-A": " padded"}}"#,
+                "visible ASCII",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"X-A": "café"}}"#,
+                "visible ASCII",
+            ),
+            (
+                Direction::Request,
+                r#"{"set": {"X-A": "1", "x-a": "2"}}"#,
+                "twice",
+            ),
+            (
+                Direction::Response,
+                r#"{"remove": ["Server", "server"]}"#,
+                "twice",
+            ),
+        ];
+        for (direction, json, expected) in cases {
+            let mut route = route_with_rules(direction, json);
+            let err = normalize_route(&mut route).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Invalid, "{json}");
+            assert!(err.message.contains(expected), "{json}: {err}");
+            assert!(err.message.starts_with("route \"r\": "), "{json}: {err}");
+        }
+        let many: serde_json::Value = serde_json::json!({
+            "remove": (0..=MAX_HEADER_RULES).map(|i| format!("x-{i}")).collect::<Vec<_>>()
+        });
+        let mut route = route_with_rules(Direction::Response, &many.to_string());
+        let err = normalize_route(&mut route).unwrap_err();
+        assert!(err.message.contains("at most 64"), "{err}");
+    }
+
+    #[test]
+    fn header_rules_refuse_a_name_twice_in_the_json() {
+        let err = serde_json::from_str::<HeaderRules>(r#"{"set": {"X-A": "1", "X-A": "2"}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("\"X-A\" appears twice"), "{err}");
+        assert!(serde_json::from_str::<HeaderRules>(r#"{"sett": {}}"#).is_err());
+        assert!(serde_json::from_str::<HeaderRules>(r#"[{}, {}, []]"#).is_err());
+    }
+
+    #[test]
+    fn compress_types_are_media_types() {
+        let mut route = Route::new("r", "/", "c");
+        route.compress = Some(Compress {
+            types: vec!["Text/*".into(), "application/JSON".into()],
+            ..Compress::default()
+        });
+        normalize_route(&mut route).unwrap();
+        assert_eq!(
+            route.compress.as_ref().unwrap().types,
+            ["text/*", "application/json"]
+        );
+        for (types, expected) in [
+            (vec!["*/*"], "not a media type"),
+            (vec!["text"], "not a media type"),
+            (vec!["text/html; charset=utf-8"], "not a media type"),
+            (vec!["text/html", "TEXT/HTML"], "twice"),
+            (vec![], "1 to 64"),
+        ] {
+            let mut route = Route::new("r", "/", "c");
+            route.compress = Some(Compress {
+                types: types.iter().map(|t| (*t).to_owned()).collect(),
+                ..Compress::default()
+            });
+            let err = normalize_route(&mut route).unwrap_err();
+            assert!(err.message.contains(expected), "{types:?}: {err}");
+        }
+        let mut route = Route::new("r", "/", "c");
+        route.compress = Some(Compress {
+            algorithms: vec![],
+            ..Compress::default()
+        });
+        assert!(normalize_route(&mut route).is_err());
+        let bad: Result<Compress, _> = serde_json::from_str(r#"{"algorithms": ["deflate"]}"#);
+        assert!(bad.is_err());
+        let twice: Compress = serde_json::from_str(r#"{"algorithms": ["gzip", "gzip"]}"#).unwrap();
+        route.compress = Some(twice);
+        let err = normalize_route(&mut route).unwrap_err();
+        assert!(err.message.contains("\"gzip\" twice"), "{err}");
     }
 
     #[test]

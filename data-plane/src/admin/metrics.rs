@@ -27,6 +27,8 @@ struct ThreadStats {
     connect_failures: [AtomicU64; 5],
     /// Member bodies cut by the idle clock.
     idle_timeouts: AtomicU64,
+    /// Responses compressed, by coding (see [`COMPRESS_ALGORITHMS`]).
+    compressed: [AtomicU64; 3],
     /// Tunnels opened and closed (the difference is how many are open).
     tunnels_opened: AtomicU64,
     tunnels_closed: AtomicU64,
@@ -69,6 +71,7 @@ pub enum Retry {
 
 const RETRY_REASONS: [&str; 4] = ["error", "timeout", "status", "over_budget"];
 const CONNECT_REASONS: [&str; 5] = ["resolve", "refused", "timeout", "io", "tls"];
+const COMPRESS_ALGORITHMS: [&str; 3] = ["br", "zstd", "gzip"];
 /// A client-side clock that expired or a limit that was hit
 /// (`switchyard_client_limits_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +198,17 @@ pub fn retry(reason: Retry) {
     STATS.with(|stats| stats.retries[reason as usize].fetch_add(1, Ordering::Relaxed));
 }
 
+/// Counts a response compressed with `algorithm`.
+pub fn compressed(algorithm: switchyard_shared::Algorithm) {
+    use switchyard_shared::Algorithm;
+    let index = match algorithm {
+        Algorithm::Br => 0,
+        Algorithm::Zstd => 1,
+        Algorithm::Gzip => 2,
+    };
+    STATS.with(|stats| stats.compressed[index].fetch_add(1, Ordering::Relaxed));
+}
+
 /// Counts a connection to a member that could not be had.
 pub fn connect_failure(error: &ConnectError) {
     let reason = CONNECT_REASONS
@@ -247,6 +261,7 @@ pub fn render(state: &State) -> String {
     let mut retries = [0u64; 4];
     let mut connect_failures = [0u64; 5];
     let mut idle_timeouts = 0;
+    let mut compressed = [0u64; 3];
     let (mut opened, mut closed, mut bytes) = (0u64, 0u64, [0u64; 2]);
     if let Ok(threads) = THREADS.lock() {
         for stats in threads.iter() {
@@ -255,6 +270,7 @@ pub fn render(state: &State) -> String {
             add(&mut retries, &stats.retries);
             add(&mut connect_failures, &stats.connect_failures);
             idle_timeouts += stats.idle_timeouts.load(Ordering::Relaxed);
+            add(&mut compressed, &stats.compressed);
             opened += stats.tunnels_opened.load(Ordering::Relaxed);
             closed += stats.tunnels_closed.load(Ordering::Relaxed);
             add(&mut bytes, &stats.tunnel_bytes);
@@ -294,6 +310,14 @@ pub fn render(state: &State) -> String {
         "reason",
         &CONNECT_REASONS,
         &connect_failures,
+    );
+    labelled(
+        &mut out,
+        "switchyard_responses_compressed_total",
+        "Responses compressed on their way to the client (a route's compress), by coding.",
+        "algorithm",
+        &COMPRESS_ALGORITHMS,
+        &compressed,
     );
     out.push_str(&format!(
         "# HELP switchyard_upstream_idle_timeouts_total Member bodies cut after the cluster's idle_timeout.\n\

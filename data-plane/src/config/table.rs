@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
+use http::header::HOST;
 use switchyard_shared::validate::{self, ConfigError};
 use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, RetryPolicy, Snapshot};
 
 use crate::config::routing::Router;
+use crate::config::rules::{self, CompressRule, HeaderRuleSet};
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
 
 /// One version of the config, ready to serve.
@@ -33,6 +36,14 @@ pub struct RouteEntry {
     pub rewrite_redirects: bool,
     /// Plain-listener requests get a redirect to `https://` instead.
     pub https_redirect: bool,
+    /// Response compression; `None` (off) costs the request path one check.
+    pub compress: Option<Box<CompressRule>>,
+    /// The request's header rules besides `Host`; `None` when there are none.
+    pub request_headers: Option<Box<HeaderRuleSet>>,
+    /// The `Host` every member is sent, when a request rule sets it.
+    pub host_override: Option<HeaderValue>,
+    /// The response's header rules; `None` when there are none.
+    pub response_headers: Option<Box<HeaderRuleSet>>,
 }
 
 #[derive(Debug)]
@@ -128,7 +139,32 @@ pub fn compile(
             ));
         };
         router.insert(route.host.as_deref(), &route.path_prefix, routes.len());
+        let in_route = |e: ConfigError| ConfigError {
+            message: format!("route {:?}: {}", route.name, e.message),
+            ..e
+        };
+        let rule_set = |rules: Option<&switchyard_shared::HeaderRules>, skip| {
+            rules
+                .map(|rules| HeaderRuleSet::compile(rules, skip))
+                .transpose()
+                .map(|set| set.filter(|s| !s.is_empty()).map(Box::new))
+                .map_err(in_route)
+        };
+        let host_override = route
+            .request_headers
+            .as_ref()
+            .map(rules::host_override)
+            .transpose()
+            .map_err(in_route)?
+            .flatten();
         routes.push(RouteEntry {
+            compress: route
+                .compress
+                .as_ref()
+                .map(|c| Box::new(CompressRule::compile(c))),
+            request_headers: rule_set(route.request_headers.as_ref(), Some(&HOST))?,
+            host_override,
+            response_headers: rule_set(route.response_headers.as_ref(), None)?,
             name: route.name.clone(),
             cluster,
             path_prefix: route.path_prefix.clone(),
@@ -249,6 +285,36 @@ pub(crate) mod tests {
             table.clusters[0].members[1].shared.host_header,
             "127.0.0.1:8080"
         );
+    }
+
+    #[test]
+    fn unused_route_features_compile_to_nothing() {
+        let (table, _) =
+            compile(&mut config(&["http://127.0.0.1:1"]), &Registry::default()).unwrap();
+        let route = &table.routes[0];
+        assert!(route.compress.is_none());
+        assert!(route.request_headers.is_none());
+        assert!(route.host_override.is_none());
+        assert!(route.response_headers.is_none());
+
+        let mut snapshot = config(&["http://127.0.0.1:1"]);
+        let rules: switchyard_shared::HeaderRules =
+            serde_json::from_str(r#"{"set": {"Host": "app.internal"}}"#).unwrap();
+        snapshot.config.routes[0].request_headers = Some(rules.clone());
+        snapshot.config.routes[0].response_headers = Some(rules);
+        snapshot.config.routes[0].compress = Some(switchyard_shared::Compress::default());
+        let (table, _) = compile(&mut snapshot, &Registry::default()).unwrap();
+        let route = &table.routes[0];
+        assert!(
+            route.request_headers.is_none(),
+            "a rule that only sets Host is the per-member Host"
+        );
+        assert_eq!(route.host_override.as_ref().unwrap(), "app.internal");
+        assert!(
+            route.response_headers.is_some(),
+            "Host is an ordinary response header"
+        );
+        assert!(route.compress.is_some());
     }
 
     #[test]

@@ -8,7 +8,17 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::proxy::compress::Compressing;
 use crate::upstream::exchange::{Exchange, ExchangeError};
+
+/// Why a response body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Member(#[from] ExchangeError),
+    #[error("compressing the response failed: {0}")]
+    Compress(std::io::Error),
+}
 
 /// A response body sent to the client.
 ///
@@ -21,6 +31,9 @@ pub enum ProxyBody {
     /// A member's, streamed from its connection (which the exchange returns to
     /// its pool once the body was read to the end).
     Upstream(Exchange),
+    /// A member's, compressed on its way (a route's `compress`); boxed, as
+    /// only those responses pay for it.
+    Compressed(Box<Compressing<Exchange>>),
     Local(Option<Bytes>),
 }
 
@@ -32,14 +45,17 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = ExchangeError;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(exchange) => Pin::new(exchange).poll_frame(cx),
+            ProxyBody::Upstream(exchange) => {
+                Pin::new(exchange).poll_frame(cx).map_err(BodyError::Member)
+            }
+            ProxyBody::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -47,6 +63,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(exchange) => exchange.is_end_stream(),
+            ProxyBody::Compressed(body) => body.is_end_stream(),
             ProxyBody::Local(data) => data.is_none(),
         }
     }
@@ -54,6 +71,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(exchange) => exchange.size_hint(),
+            ProxyBody::Compressed(body) => body.size_hint(),
             ProxyBody::Local(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -2,6 +2,7 @@
 //! respond (or on-error). See DESIGN.md, "The data plane's request path".
 
 pub mod body;
+pub mod compress;
 pub mod request;
 pub mod tunnel;
 mod upgrade;
@@ -219,6 +220,11 @@ impl Proxy {
         }
         let cluster = &table.clusters[route.cluster];
         let upgrade = Upgrade::asked(&parts);
+        // What the client accepts, as it sent it (before any rule).
+        let asked = route
+            .compress
+            .as_deref()
+            .map(|rule| compress::Asked::of(&parts.method, &parts.headers, rule));
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
         remove_hop_by_hop(&mut parts.headers);
@@ -227,6 +233,11 @@ impl Proxy {
         }
         parts.uri = Uri::from(rewrite_path(route, &target.path_and_query, matched));
         add_forwarded(&mut parts.headers, host.as_ref(), client, &self.server_name);
+        // The route's rules last: validation refused any that names a
+        // hop-by-hop header, so none comes back here.
+        if let Some(rules) = &route.request_headers {
+            rules.apply(&mut parts.headers);
+        }
         parts.version = Version::HTTP_11;
         let idempotent = retry::is_idempotent(&parts.method);
         let replay = idempotent && cluster.retry.max_retries > 0;
@@ -253,6 +264,7 @@ impl Proxy {
                 member,
                 host.as_ref(),
                 client,
+                asked,
             )),
         }
     }
@@ -458,8 +470,9 @@ async fn forward<'t>(
             tried.push(index);
         }
         let member = &cluster.members[index];
-        let host_header = match (route.preserve_host, host) {
-            (true, Some(host)) => host.clone(),
+        let host_header = match (&route.host_override, route.preserve_host, host) {
+            (Some(set), _, _) => set.clone(),
+            (None, true, Some(host)) => host.clone(),
             _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
@@ -643,8 +656,10 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Step 5: the member's response on its way back, hop-by-hop headers removed
-/// and its redirects rewritten to the client-facing address when asked.
+/// Step 5: the member's response on its way back, hop-by-hop headers removed,
+/// its redirects rewritten to the client-facing address when asked, then the
+/// route's response header rules, then compression (which sees the headers
+/// as the rules left them).
 fn respond(
     head: ResponseHead,
     exchange: Exchange,
@@ -652,6 +667,7 @@ fn respond(
     member: &MemberEntry,
     host: Option<&HeaderValue>,
     client: &ClientInfo,
+    asked: Option<compress::Asked>,
 ) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::Upstream(exchange));
     *response.status_mut() = head.status;
@@ -673,7 +689,14 @@ fn respond(
             }
         }
     }
-    Response::from_parts(parts, body)
+    if let Some(rules) = &route.response_headers {
+        rules.apply(&mut parts.headers);
+    }
+    let response = Response::from_parts(parts, body);
+    match (route.compress.as_deref(), asked) {
+        (Some(rule), Some(asked)) => compress::respond(response, rule, asked),
+        _ => response,
+    }
 }
 
 /// Apache's `ProxyPassReverse`: a URL of the member becomes the same URL as the
