@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_shared::validate::{self, ConfigError};
-use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, RetryPolicy, Snapshot};
+use switchyard_shared::{
+    HealthCheck, MemberState, OutlierDetection, Protocol, RetryPolicy, Snapshot,
+};
 
 use crate::config::routing::Router;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
@@ -47,6 +49,9 @@ pub struct ClusterEntry {
     /// Passive health: when failing members are ejected ([`crate::health::outlier`]);
     /// `None`: only the retry window after a failed connect.
     pub outlier_detection: Option<OutlierDetection>,
+    /// What the members speak: the request path matches on it once per
+    /// attempt (HTTP/1.1's exchange, or [`crate::upstream::h2`]).
+    pub protocol: Protocol,
 }
 
 #[derive(Debug)]
@@ -90,6 +95,7 @@ pub fn compile(
                     &cluster.name,
                     &member.id,
                     &addr,
+                    cluster.protocol,
                     cluster.connect_timeout.0,
                 )
                 .map_err(|error| CompileError::Member {
@@ -114,6 +120,7 @@ pub fn compile(
             retry: cluster.retry.clone(),
             health_check: cluster.health_check.clone(),
             outlier_detection: cluster.outlier_detection.clone(),
+            protocol: cluster.protocol,
         });
     }
     let mut router = Router::default();

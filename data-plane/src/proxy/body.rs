@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::upstream::Reply;
 use crate::upstream::exchange::{Exchange, ExchangeError};
+use crate::upstream::h2::H2Exchange;
 
 /// A response body sent to the client.
 ///
@@ -21,7 +23,18 @@ pub enum ProxyBody {
     /// A member's, streamed from its connection (which the exchange returns to
     /// its pool once the body was read to the end).
     Upstream(Exchange),
+    /// An HTTP/2 member's, streamed from its stream.
+    H2(H2Exchange),
     Local(Option<Bytes>),
+}
+
+impl From<Reply> for ProxyBody {
+    fn from(reply: Reply) -> Self {
+        match reply {
+            Reply::H1(exchange) => ProxyBody::Upstream(exchange),
+            Reply::H2(exchange) => ProxyBody::H2(exchange),
+        }
+    }
 }
 
 impl ProxyBody {
@@ -40,6 +53,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Upstream(exchange) => Pin::new(exchange).poll_frame(cx),
+            ProxyBody::H2(exchange) => Pin::new(exchange).poll_frame(cx),
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -47,6 +61,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(exchange) => exchange.is_end_stream(),
+            ProxyBody::H2(exchange) => exchange.is_end_stream(),
             ProxyBody::Local(data) => data.is_none(),
         }
     }
@@ -54,6 +69,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(exchange) => exchange.size_hint(),
+            ProxyBody::H2(exchange) => exchange.size_hint(),
             ProxyBody::Local(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

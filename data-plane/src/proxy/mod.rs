@@ -24,10 +24,11 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::request::RequestError;
 use crate::proxy::upgrade::{Upgrade, switch};
 use crate::upstream::body::{BodyProgress, ClientBodyError, UpstreamBody};
-use crate::upstream::exchange::{Exchange, ExchangeError};
+use crate::upstream::exchange::ExchangeError;
 use crate::upstream::h1::ResponseHead;
 use crate::upstream::retry::{self, Decision};
-use crate::upstream::{Limits, SendError};
+use crate::upstream::{Limits, Reply, SendError, h2};
+use switchyard_shared::Protocol;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -77,6 +78,12 @@ pub enum ProxyError {
     Upstream { member: String, error: String },
     #[error("member {member:?} did not answer within {limit:?}")]
     Timeout { member: String, limit: Duration },
+    /// An upgrade (WebSocket) asked of a cluster whose members speak HTTP/2,
+    /// over which Switchyard offers none.
+    #[error(
+        "cluster {0:?} speaks HTTP/2 to its members, over which upgrades (WebSocket) are not offered"
+    )]
+    UpgradeOverH2(String),
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The client's request body was invalid or stopped coming: its fault,
@@ -93,7 +100,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } | ProxyError::UpgradeOverH2(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Request(error) => error.status(),
             ProxyError::ClientBody(error) => error.status(),
@@ -185,9 +192,20 @@ impl Proxy {
         let matched = request::original_len(path, route.path_prefix.len());
         let cluster = &table.clusters[route.cluster];
         let upgrade = Upgrade::asked(&parts);
+        // gRPC needs `TE: trailers`, the one TE an HTTP/2 member may get.
+        let te_trailers = cluster.protocol.is_h2() && asks_for_trailers(&parts.headers);
+        if cluster.protocol.is_h2() && upgrade.is_some() {
+            warn!(cluster = %cluster.name, "Upgrade refused: the cluster's members speak HTTP/2");
+            return Err(ProxyError::UpgradeOverH2(cluster.name.clone()));
+        }
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
         remove_hop_by_hop(&mut parts.headers);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(upgrade) = &upgrade {
             upgrade.ask_member(&mut parts);
         }
@@ -207,12 +225,14 @@ impl Proxy {
             idempotent,
         )
         .await?;
-        match upgrade {
+        match (upgrade, exchange) {
             // The exchange lets a 101 through only to a request that asked to upgrade.
-            Some(upgrade) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+            (Some(upgrade), Reply::H1(exchange))
+                if head.status == StatusCode::SWITCHING_PROTOCOLS =>
+            {
                 switch(head, exchange, &upgrade, cluster, member)
             }
-            _ => Ok(respond(head, exchange, route, member, host.as_ref())),
+            (_, exchange) => Ok(respond(head, exchange, route, member, host.as_ref())),
         }
     }
 }
@@ -276,6 +296,19 @@ fn add_forwarded(
     headers.insert(X_FORWARDED_SERVER.clone(), server.clone());
 }
 
+/// Whether the client's `TE` names `trailers` (read before the hop-by-hop
+/// headers go).
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .any(|token| {
+            let name = token.split(|&b| b == b';').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+}
+
 /// Removes `Connection` and every header it names, and the other hop-by-hop headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the few headers there are, rather than a lookup per name.
@@ -326,7 +359,7 @@ async fn forward<'t>(
     progress: Option<&BodyProgress>,
     host: Option<&HeaderValue>,
     idempotent: bool,
-) -> Result<(&'t MemberEntry, ResponseHead, Exchange), ProxyError> {
+) -> Result<(&'t MemberEntry, ResponseHead, Reply), ProxyError> {
     let policy = &cluster.retry;
     let budget = &cluster.shared.retry_budget;
     budget.request();
@@ -365,7 +398,20 @@ async fn forward<'t>(
             _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
-        let failure = match member.shared.send(request, &limits).await {
+        // The cluster's protocol, decided when the table was compiled.
+        let sent = match cluster.protocol {
+            Protocol::Http1 => match member.shared.send(request, &limits).await {
+                Ok((head, exchange)) => Ok((head, Reply::H1(exchange))),
+                Err(error) => Err(error),
+            },
+            Protocol::H2c | Protocol::H2 => {
+                match Box::pin(h2::send(&member.shared, request, &limits)).await {
+                    Ok((head, exchange)) => Ok((head, Reply::H2(exchange))),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        let failure = match sent {
             Ok((head, exchange)) => {
                 outlier::observe(cluster, member, Outcome::of_status(head.status));
                 let again = match &spare {
@@ -428,7 +474,10 @@ async fn forward<'t>(
         let failure = match &error {
             ExchangeError::Client(error) => return Err(ProxyError::ClientBody(*error)),
             ExchangeError::Timeout(_) => retry::Failure::Timeout,
-            ExchangeError::Closed | ExchangeError::Read(_) | ExchangeError::Write(_)
+            ExchangeError::Closed
+            | ExchangeError::Read(_)
+            | ExchangeError::Write(_)
+            | ExchangeError::Stream(_)
                 if !answered =>
             {
                 retry::Failure::Broken
@@ -549,12 +598,12 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// and its redirects rewritten to the client-facing address when asked.
 fn respond(
     head: ResponseHead,
-    exchange: Exchange,
+    exchange: Reply,
     route: &RouteEntry,
     member: &MemberEntry,
     host: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Upstream(exchange));
+    let mut response = Response::new(ProxyBody::from(exchange));
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
     let (mut parts, body) = response.into_parts();
