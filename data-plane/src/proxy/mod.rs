@@ -37,6 +37,8 @@ static X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-ser
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static URI_HEADER: HeaderName = HeaderName::from_static("uri");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The default of `--max-uri-length` (nginx's 8 KiB header line).
 pub const DEFAULT_MAX_URI: usize = 8 * 1024;
@@ -107,6 +109,40 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status a gRPC client sees for it (gRPC's HTTP-to-gRPC
+    /// mapping, with a timeout as DEADLINE_EXCEEDED).
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            ProxyError::Timeout { .. } => 4,
+            ProxyError::NoRoute => 12,
+            ProxyError::Request(_) | ProxyError::ClientBody(_) => 13,
+            ProxyError::NoConfig
+            | ProxyError::NoMember(_)
+            | ProxyError::AllUnreachable { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpgradeOverH2(_) => 14,
+        }
+    }
+
+    /// The answer to a gRPC request: a trailers-only response (200, the status
+    /// in `grpc-status` and `grpc-message`), which gRPC clients read.
+    fn into_grpc_response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(ProxyBody::Local(None));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            GRPC_STATUS.clone(),
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        if let Ok(message) = HeaderValue::try_from(grpc_message(&self.to_string())) {
+            headers.insert(GRPC_MESSAGE.clone(), message);
+        }
+        response
+    }
+
     /// The answer; `h1` says whether the request came over HTTP/1.x, where a
     /// client error also closes the connection (h2 has no `Connection`).
     fn into_response(self, h1: bool) -> Response<ProxyBody> {
@@ -164,12 +200,18 @@ impl Proxy {
         client: &ClientInfo,
     ) -> Response<ProxyBody> {
         let h1 = request.version() < Version::HTTP_2;
+        // gRPC comes over HTTP/2 only: an HTTP/1.1 request is not looked at.
+        let grpc = !h1 && is_grpc(request.headers());
         let response = match self.proxy(request, client).await {
             Ok(response) => response,
             Err(error) => {
                 debug!(%error, "Request failed");
                 metrics::error(&error);
-                error.into_response(h1)
+                if grpc {
+                    error.into_grpc_response()
+                } else {
+                    error.into_response(h1)
+                }
             }
         };
         metrics::response(response.status());
@@ -213,7 +255,9 @@ impl Proxy {
         add_forwarded(&mut parts.headers, host.as_ref(), client, &self.server_name);
         parts.version = Version::HTTP_11;
         let idempotent = retry::is_idempotent(&parts.method);
-        let replay = idempotent && cluster.retry.max_retries > 0;
+        // An HTTP/2 member may refuse a stream it did not process (REFUSED_STREAM,
+        // GOAWAY): any request may then go again, so its body is kept (up to the limit).
+        let replay = (idempotent && cluster.retry.max_retries > 0) || cluster.protocol.is_h2();
         let (body, progress) = UpstreamBody::from_client(body, self.body_timeout, replay);
         let request = Request::from_parts(parts, body);
         let (member, head, exchange) = forward(
@@ -235,6 +279,27 @@ impl Proxy {
             (_, exchange) => Ok(respond(head, exchange, route, member, host.as_ref())),
         }
     }
+}
+
+/// Whether a request is a gRPC call (`Content-Type: application/grpc…`).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `text` as `grpc-message` carries it: percent-encoded outside printable
+/// ASCII, and `%` itself.
+fn grpc_message(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.trim_end().bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// Step 1: the route for the request's host and path.
