@@ -167,7 +167,10 @@ fn grpc_errors_are_trailers_only_answers_with_a_grpc_status() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["grpc-status"], "4");
     assert_eq!(response.headers()["content-type"], "application/grpc");
-    assert!(response.body().is_end_stream(), "no body: trailers-only");
+    assert!(
+        http_body::Body::is_end_stream(response.body()),
+        "no body: trailers-only"
+    );
     assert_eq!(grpc_message("50% done\n"), "50%25 done");
     assert_eq!(grpc_message("caf\u{e9}"), "caf%C3%A9");
 }

@@ -57,6 +57,10 @@ pub struct H2Conns {
     connecting: AtomicUsize,
     /// Woken when a connect ends, for the streams that wait on it.
     connected: Notify,
+    /// The member's stream limit as its last connection knows it (0: not
+    /// known yet): a new connection starts with it, so a burst on it is not
+    /// refused for want of the member's SETTINGS.
+    learned_max: AtomicUsize,
 }
 
 /// One connection, shared by its streams.
@@ -125,6 +129,10 @@ impl H2Conns {
     fn pick(&self) -> Pick<'_> {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|c| !c.state.closed.load(Ordering::Acquire));
+        if let Some(last) = conns.last() {
+            self.learned_max
+                .store(last.send.current_max_send_streams(), Ordering::Relaxed);
+        }
         let room = conns
             .iter()
             .find(|c| c.state.streams.load(Ordering::Acquire) < c.send.current_max_send_streams());
@@ -182,7 +190,7 @@ async fn stream_to(
         match conns.pick() {
             Pick::Stream(send, slot) => return Ok((send, slot, true)),
             Pick::Connect(connecting) => {
-                let conn = open(member).await?;
+                let conn = open(member, conns).await?;
                 let send = conn.send.clone();
                 let slot = conns.add(conn);
                 drop(connecting);
@@ -199,11 +207,15 @@ async fn stream_to(
 }
 
 /// Opens a connection to `member` and spawns the task that drives it.
-async fn open(member: &MemberShared) -> Result<H2Conn, ConnectError> {
+async fn open(member: &MemberShared, conns: &H2Conns) -> Result<H2Conn, ConnectError> {
     let stream = member.connect_stream().await?;
     let limit = member.connect_timeout();
+    let initial = match conns.learned_max.load(Ordering::Relaxed) {
+        0 => INITIAL_MAX_STREAMS,
+        learned => learned,
+    };
     let handshake = h2::client::Builder::new()
-        .initial_max_send_streams(INITIAL_MAX_STREAMS)
+        .initial_max_send_streams(initial)
         .handshake::<_, Bytes>(stream);
     let (send, connection) = tokio::time::timeout(limit, handshake)
         .await

@@ -241,11 +241,16 @@ impl MemberShared {
         let stream = tokio::time::timeout(timeout, connector.connect(name.clone(), stream))
             .await
             .map_err(|_| ConnectError::Tls(format!("handshake timed out after {timeout:?}")))?
-            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+            .map_err(|e| match self.protocol {
+                Protocol::H2 => ConnectError::Tls(format!(
+                    "{e} (protocol \"h2\" offers only ALPN h2 to the member)"
+                )),
+                Protocol::Http1 | Protocol::H2c => ConnectError::Tls(e.to_string()),
+            })?;
         if self.protocol == Protocol::H2 && stream.get_ref().1.alpn_protocol() != Some(tls::ALPN_H2)
         {
             return Err(ConnectError::Tls(
-                "the member did not agree to HTTP/2 by ALPN (protocol \"h2\")".to_owned(),
+                "the member did not pick ALPN h2 (protocol \"h2\")".to_owned(),
             ));
         }
         Ok(stream)
