@@ -608,3 +608,6 @@ impl Body for H2Exchange {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
