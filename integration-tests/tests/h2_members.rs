@@ -16,6 +16,7 @@ use switchyard_integration_tests::Fleet;
 use switchyard_integration_tests::client::{Client, REQUEST_TIMEOUT};
 use switchyard_integration_tests::conn::{h1_send, h2_connect};
 use switchyard_integration_tests::dirs::TestDir;
+use switchyard_integration_tests::eventually::eventually;
 use switchyard_integration_tests::h2_backend::{
     H2Backend, spawn_h2_tls_backend, spawn_h2c_backend,
 };
@@ -276,4 +277,32 @@ async fn an_upgrade_to_an_h2_cluster_is_refused_with_502() {
         1,
         "only the plain request reached the member"
     );
+}
+
+/// Active health checks of an HTTP/2 member are HTTP/2 requests too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_reach_an_h2c_member_over_http2() {
+    let member = spawn_h2c_backend().await;
+    let mut cluster = cluster("h2c", &member);
+    cluster["health_check"] = json!({ "path": "/healthz", "interval": "100ms", "timeout": "1s" });
+    let _fleet = Fleet::serving("h2c-health", &cluster).await;
+    eventually(
+        "a health check reaches the member",
+        Duration::from_secs(10),
+        async || {
+            let seen = member.seen();
+            match seen.iter().find(|s| s.path == "/healthz") {
+                Some(check) => Ok(check.clone()),
+                None => Err(format!("{} requests, none to /healthz", seen.len())),
+            }
+        },
+    )
+    .await;
+    let check = member
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/healthz")
+        .expect("a check");
+    assert_eq!(check.method, "GET");
+    assert_eq!(check.headers["user-agent"], "switchyard-health-check");
 }
