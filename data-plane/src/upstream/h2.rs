@@ -79,6 +79,9 @@ struct ConnState {
     streams: AtomicUsize,
     /// The connection task ended: no new stream goes on it.
     closed: AtomicBool,
+    /// The member is closing it (GOAWAY) or it broke: no new stream goes on
+    /// it, the ones on it finish, then its task ends.
+    draining: AtomicBool,
     /// When (ms on [`clock_ms`]) the last stream ended.
     idle_since_ms: AtomicU64,
 }
@@ -133,8 +136,10 @@ impl H2Conns {
             self.learned_max
                 .store(last.send.current_max_send_streams(), Ordering::Relaxed);
         }
+        let usable = |c: &&H2Conn| !c.state.draining.load(Ordering::Acquire);
         let room = conns
             .iter()
+            .filter(usable)
             .find(|c| c.state.streams.load(Ordering::Acquire) < c.send.current_max_send_streams());
         if let Some(conn) = room {
             return Pick::Stream(conn.send.clone(), StreamSlot::new(&conn.state));
@@ -143,12 +148,13 @@ impl H2Conns {
         if self.connecting.load(Ordering::Acquire) > 0 {
             return Pick::Wait;
         }
-        if conns.len() < MAX_CONNECTIONS {
+        if conns.iter().filter(usable).count() < MAX_CONNECTIONS {
             self.connecting.fetch_add(1, Ordering::AcqRel);
             return Pick::Connect(Connecting(self));
         }
         match conns
             .iter()
+            .filter(usable)
             .min_by_key(|c| c.state.streams.load(Ordering::Acquire))
         {
             Some(conn) => Pick::Stream(conn.send.clone(), StreamSlot::new(&conn.state)),
@@ -257,10 +263,11 @@ async fn drive(
             _ = &mut closed => break,
             _ = tick.tick() => {
                 let since = state.idle_since_ms.load(Ordering::Relaxed);
+                let idle_too_long = clock_ms().saturating_sub(since) >= idle_ms;
                 if state.streams.load(Ordering::Acquire) == 0
-                    && clock_ms().saturating_sub(since) >= idle_ms
+                    && (idle_too_long || state.draining.load(Ordering::Acquire))
                 {
-                    debug!(member.id = %member, "HTTP/2 connection to the member idle too long");
+                    debug!(member.id = %member, "HTTP/2 connection to the member closed: idle or drained");
                     break;
                 }
             }
@@ -299,8 +306,8 @@ pub async fn send(
     let (response, stream) = match opened.await {
         Ok(opened) => opened,
         Err(error) => {
-            // Nothing of the request went out: the connection is gone.
-            slot.0.closed.store(true, Ordering::Release);
+            // Nothing of the request went out.
+            drain_after(&slot, &error);
             return Err(SendError::Exchange {
                 error: ExchangeError::Stream(error),
                 written: false,
@@ -331,6 +338,9 @@ pub async fn send(
         Err(error) => error,
     };
     let unprocessed = matches!(&error, ExchangeError::Stream(e) if unprocessed(e));
+    if let (ExchangeError::Stream(error), Some(slot)) = (&error, &exchange.slot) {
+        drain_after(slot, error);
+    }
     let replay = exchange
         .into_replay()
         .map(|body| Box::new(Request::from_parts(parts, body)));
@@ -341,6 +351,14 @@ pub async fn send(
         reused: unprocessed && again_here,
         replay,
     })
+}
+
+/// After `error`, a connection the member is closing (GOAWAY) or that broke
+/// takes no new stream; the ones on it may still finish.
+fn drain_after(slot: &StreamSlot, error: &h2::Error) {
+    if error.is_go_away() || error.is_io() {
+        slot.0.draining.store(true, Ordering::Release);
+    }
 }
 
 /// Whether the member said it did not process the stream: `REFUSED_STREAM`,
