@@ -21,6 +21,9 @@ enum Script {
     Refuse,
     /// 200 with body `ok` (and a trailer) after `delay`.
     Answer { delay: Duration },
+    /// As `Answer`, but the first stream also starts a graceful shutdown
+    /// (GOAWAY): the connection closes once that stream is answered.
+    GoAwayAfterFirst { delay: Duration },
 }
 
 /// A scripted HTTP/2 member allowing `max_streams` streams per connection.
@@ -47,10 +50,13 @@ async fn scripted(max_streams: u32, script: Script) -> ScriptedMember {
                     .handshake::<_, Bytes>(socket);
                 if let Ok(mut conn) = handshake.await {
                     while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                        if let Script::GoAwayAfterFirst { .. } = script {
+                            conn.graceful_shutdown();
+                        }
                         tokio::spawn(async move {
                             match script {
                                 Script::Refuse => respond.send_reset(Reason::REFUSED_STREAM),
-                                Script::Answer { delay } => {
+                                Script::Answer { delay } | Script::GoAwayAfterFirst { delay } => {
                                     tokio::time::sleep(delay).await;
                                     let head = http::Response::new(());
                                     if let Ok(mut body) = respond.send_response(head, false) {
@@ -230,4 +236,48 @@ async fn a_connection_ends_with_its_pool() {
     drop(member);
     let ended = tokio::time::timeout(Duration::from_secs(5), scripted.ended.recv()).await;
     assert_eq!(ended, Ok(Some(())), "the member saw the connection end");
+}
+
+#[tokio::test]
+async fn a_graceful_goaway_finishes_its_stream_and_the_next_goes_on_a_new_connection() {
+    let scripted = scripted(
+        10,
+        Script::GoAwayAfterFirst {
+            delay: Duration::from_millis(100),
+        },
+    )
+    .await;
+    let member = member(scripted.addr);
+    let (head, first) = send(&member, get(&member), &limits()).await.unwrap();
+    assert_eq!(
+        head.status,
+        http::StatusCode::OK,
+        "the stream in flight is answered"
+    );
+    assert_eq!(first.collect().await.unwrap().to_bytes(), "ok");
+    let mut fresh = limits();
+    let mut attempts = 0;
+    let answer = loop {
+        attempts += 1;
+        match send(&member, get(&member), &fresh).await {
+            Ok((head, exchange)) => {
+                break (head.status, exchange.collect().await.unwrap().to_bytes());
+            }
+            Err(SendError::Exchange {
+                written: false,
+                reused: true,
+                ..
+            }) if attempts == 1 => {
+                // The closing connection said so: once more, as `forward` does.
+                fresh.fresh = true;
+            }
+            Err(other) => panic!("attempt {attempts}: {other:?}"),
+        }
+    };
+    assert_eq!(answer, (http::StatusCode::OK, Bytes::from_static(b"ok")));
+    assert_eq!(
+        scripted.accepted.load(Ordering::SeqCst),
+        2,
+        "a new connection"
+    );
 }
