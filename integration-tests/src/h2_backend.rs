@@ -36,6 +36,8 @@ pub struct H2Seen {
 struct Shared {
     seen: Mutex<Vec<H2Seen>>,
     connections: AtomicUsize,
+    /// Connections that ended (closed by either side).
+    closed: AtomicUsize,
 }
 
 /// A running HTTP/2 member; dropping it stops it.
@@ -63,6 +65,11 @@ impl H2Backend {
 
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many of its connections have ended.
+    pub fn closed(&self) -> usize {
+        self.shared.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -113,6 +120,7 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shar
         let shared = shared.clone();
         let tls = tls.clone();
         connections.spawn(async move {
+            let counted = shared.clone();
             let service = service_fn(move |request| answer(request, shared.clone()));
             let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             let served = match tls {
@@ -133,6 +141,7 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shar
                         .await
                 }
             };
+            counted.closed.fetch_add(1, Ordering::SeqCst);
             if let Err(error) = served {
                 tracing::debug!(%error, "An h2 backend connection ended with an error");
             }

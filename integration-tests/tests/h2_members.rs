@@ -306,3 +306,84 @@ async fn health_checks_reach_an_h2c_member_over_http2() {
     assert_eq!(check.method, "GET");
     assert_eq!(check.headers["user-agent"], "switchyard-health-check");
 }
+
+/// A member connection that carried no stream for
+/// `--upstream-keepalive-timeout` is closed by the replica, and the next
+/// request opens another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_member_connection_is_closed_after_the_keepalive_timeout() {
+    let member = spawn_h2c_backend().await;
+    let fleet = Fleet::serving_with("h2c-idle", &cluster("h2c", &member), |options| {
+        options
+            .env("SWITCHYARD_WORKERS", "1")
+            .env("SWITCHYARD_UPSTREAM_KEEPALIVE_TIMEOUT", "300ms")
+    })
+    .await;
+    let (status, _, _) = post_h1(&fleet, "first").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(member.connections(), 1);
+    eventually(
+        "the idle connection is closed",
+        Duration::from_secs(10),
+        async || match member.closed() {
+            1 => Ok(()),
+            n => Err(format!("{n} closed")),
+        },
+    )
+    .await;
+    let (status, _, body) = post_h1(&fleet, "second").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from_static(b"second"))
+    );
+    assert_eq!(
+        member.connections(),
+        2,
+        "a new connection after the idle one closed"
+    );
+    assert_eq!(member.seen().len(), 2);
+}
+
+/// A member that leaves the config has its connections closed (its pool
+/// goes with the last table that had it), long before any idle limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_leaves_the_config_has_its_connection_closed() {
+    let member = spawn_h2c_backend().await;
+    let other = spawn_h2c_backend().await;
+    let fleet = Fleet::serving_with("h2c-leaves", &cluster("h2c", &member), |options| {
+        options.env("SWITCHYARD_UPSTREAM_KEEPALIVE_TIMEOUT", "60s")
+    })
+    .await;
+    let (status, _, _) = post_h1(&fleet, "to the first").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((member.connections(), member.closed()), (1, 0));
+    let version = fleet
+        .cp
+        .write(
+            Method::PUT,
+            "/api/v1/clusters/c",
+            Some(&cluster("h2c", &other)),
+        )
+        .await;
+    fleet.wait_synced(version).await;
+    eventually(
+        "the old member's connection is closed",
+        Duration::from_secs(10),
+        async || match member.closed() {
+            1 => Ok(()),
+            n => Err(format!("{n} closed")),
+        },
+    )
+    .await;
+    let (status, _, body) = post_h1(&fleet, "to the second").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from_static(b"to the second"))
+    );
+    assert_eq!(other.seen().len(), 1);
+    assert_eq!(
+        member.seen().len(),
+        1,
+        "nothing more reached the old member"
+    );
+}
