@@ -28,12 +28,16 @@ fn cluster(protocol: &str, member: &H2Backend) -> Value {
 
 /// POSTs `body` over HTTP/1.1 through the replica; returns status, headers and body.
 async fn post_h1(fleet: &Fleet, body: &'static str) -> (StatusCode, HeaderMap, Bytes) {
+    post_h1_bytes(fleet, Bytes::from_static(body.as_bytes())).await
+}
+
+async fn post_h1_bytes(fleet: &Fleet, body: Bytes) -> (StatusCode, HeaderMap, Bytes) {
     let replica = fleet.replicas[0].proxy_addr();
     let request = Request::post("/upload?x=1")
         .header("host", "app.test")
         .header("te", "gzip")
         .header("connection", "keep-alive")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .body(Full::new(body))
         .expect("a valid request");
     let sent = async {
         let response = h1_send(replica, request).await?;

@@ -445,8 +445,10 @@ impl Upload {
             if let Some(data) = self.pending.as_mut() {
                 if stream.capacity() == 0 {
                     stream.reserve_capacity(data.len());
+                    // Ready once per change of the window: polled again
+                    // until there is room, or pending with the waker set.
                     match stream.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Ok(_))) => continue,
                         Poll::Ready(Some(Err(_)) | None) => {
                             self.stream = None;
                             return Ok(());
@@ -455,9 +457,6 @@ impl Upload {
                     }
                 }
                 let n = stream.capacity().min(data.len());
-                if n == 0 {
-                    return Ok(());
-                }
                 let chunk = data.split_to(n);
                 if data.is_empty() {
                     self.pending = None;
