@@ -267,24 +267,9 @@ fn serve_stream(
         tunnels: worker.tunnels.clone(),
     });
     let activity = Activity::new();
-    let service = {
+    let serve_request = {
         let activity = activity.clone();
-        service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            let client = client.clone();
-            if request.version() == http::Version::HTTP_11
-                && request
-                    .headers()
-                    .contains_key(http::header::TRANSFER_ENCODING)
-                && activity.head_had_content_length()
-            {
-                request.extensions_mut().insert(BothLengths);
-            }
-            let busy = activity.start_request();
-            async move {
-                let response = handle(&client, request).await;
-                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
-            }
-        })
+        move |request| serve_request(&client, &activity, request)
     };
     let (builders, clients, drain) = (
         worker.builders.clone(),
@@ -300,6 +285,7 @@ fn serve_stream(
         let io = TokioIo::new(io.with_activity(activity.clone()));
         let served = match protocol {
             Protocol::Http1 => {
+                let service = service_fn(serve_request);
                 let conn = builders.http1.serve_connection(io, service).with_upgrades();
                 connection::drive(
                     conn,
@@ -312,6 +298,9 @@ fn serve_stream(
                 .await
             }
             Protocol::Http2 => {
+                // Boxed: hyper moves each stream's future into a task of its
+                // own, a few times over; a box is moved as a pointer.
+                let service = service_fn(move |request| Box::pin(serve_request(request)));
                 let conn = builders.http2.serve_connection(io, service);
                 connection::drive(
                     conn,
@@ -339,20 +328,34 @@ struct Client {
 }
 
 /// Serves one request; a member that switched protocols gets a tunnel to
-/// the client's connection once hyper has upgraded it.
-async fn handle(
-    client: &Client,
+/// the client's connection once hyper has upgraded it. The request counts as
+/// in flight on its connection until its response body is sent.
+fn serve_request(
+    client: &Arc<Client>,
+    activity: &Arc<Activity>,
     mut request: http::Request<hyper::body::Incoming>,
-) -> http::Response<ProxyBody> {
-    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
-    let mut response = client.proxy.handle(request, &client.info).await;
-    if let (Some(slot), Some(on_upgrade)) =
-        (response.extensions_mut().remove::<TunnelSlot>(), on_upgrade)
-        && let Some(member) = slot.take()
+) -> impl Future<Output = Result<http::Response<Tracked<ProxyBody>>, Infallible>> + Send + use<> {
+    if request.version() == http::Version::HTTP_11
+        && request
+            .headers()
+            .contains_key(http::header::TRANSFER_ENCODING)
+        && activity.head_had_content_length()
     {
-        client.tunnels.open(on_upgrade, member);
+        request.extensions_mut().insert(BothLengths);
     }
-    response
+    let busy = activity.start_request();
+    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    let client = client.clone();
+    async move {
+        let mut response = client.proxy.handle(request, &client.info).await;
+        if let (Some(slot), Some(on_upgrade)) =
+            (response.extensions_mut().remove::<TunnelSlot>(), on_upgrade)
+            && let Some(member) = slot.take()
+        {
+            client.tunnels.open(on_upgrade, member);
+        }
+        Ok(response.map(|body| Tracked { body, _busy: busy }))
+    }
 }
 
 /// The tunnels of one worker: spawned on its tracker, closed by its token.

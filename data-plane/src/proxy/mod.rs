@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
@@ -194,28 +195,34 @@ impl Proxy {
     }
 
     /// Serves one request; every failure becomes a response.
-    pub async fn handle(
-        &self,
+    ///
+    /// A combinator rather than an `async fn`: each `async fn` layer keeps its
+    /// own copy of the request beside its callee's future, and the whole
+    /// future is moved into hyper's connection (h1) or a task (h2) per request.
+    pub fn handle<'a>(
+        &'a self,
         request: Request<Incoming>,
-        client: &ClientInfo,
-    ) -> Response<ProxyBody> {
+        client: &'a ClientInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
         let h1 = request.version() < Version::HTTP_2;
         // gRPC comes over HTTP/2 only: an HTTP/1.1 request is not looked at.
         let grpc = !h1 && is_grpc(request.headers());
-        let response = match self.proxy(request, client).await {
-            Ok(response) => response,
-            Err(error) => {
-                debug!(%error, "Request failed");
-                metrics::error(&error);
-                if grpc {
-                    error.into_grpc_response()
-                } else {
-                    error.into_response(h1)
+        self.proxy(request, client).map(move |result| {
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
+                    debug!(%error, "Request failed");
+                    metrics::error(&error);
+                    if grpc {
+                        error.into_grpc_response()
+                    } else {
+                        error.into_response(h1)
+                    }
                 }
-            }
-        };
-        metrics::response(response.status());
-        response
+            };
+            metrics::response(response.status());
+            response
+        })
     }
 
     async fn proxy(
