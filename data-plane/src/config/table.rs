@@ -242,6 +242,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_member_whose_cluster_changes_protocol_gets_new_state() {
+        let mut registry = Registry::default();
+        let (first, generation) = compile(&mut config(&["http://127.0.0.1:1"]), &registry).unwrap();
+        registry.commit(generation);
+        assert_eq!(first.clusters[0].protocol, Protocol::Http1);
+        let mut h2c = config(&["http://127.0.0.1:1"]);
+        h2c.config.clusters[0].protocol = Protocol::H2c;
+        let (second, generation) = compile(&mut h2c, &registry).unwrap();
+        registry.commit(generation);
+        assert_eq!(second.clusters[0].protocol, Protocol::H2c);
+        assert_eq!(second.clusters[0].members[0].shared.protocol, Protocol::H2c);
+        assert!(
+            !Arc::ptr_eq(
+                &first.clusters[0].members[0].shared,
+                &second.clusters[0].members[0].shared
+            ),
+            "HTTP/1.1 pools are not HTTP/2 ones"
+        );
+    }
+
+    #[test]
     fn host_header_omits_default_port() {
         let (table, _) = compile(
             &mut config(&["http://backend", "http://127.0.0.1:8080"]),
