@@ -13,6 +13,10 @@
 //! - [`echo_backend`]: [`spawn_echo_backend`], a backend that reads request
 //!   bodies (streamed through a checksum), echoes them, streams large
 //!   downloads, sleeps, and answers repeated and hop-by-hop headers on request.
+//! - [`grpc_backend`]: [`grpc_backend::spawn_grpc_backend`], a tonic server of the test
+//!   service `Echo` (`proto/echo.proto`) that counts calls, cancellations and connections.
+//! - [`h2_backend`]: an HTTP/2-only member (h2c, or TLS with ALPN `h2`) that records
+//!   each request whole and answers its body back with a trailer.
 //! - [`raw_backend`]: [`spawn_raw_backend`], a member on a bare socket that
 //!   closes without answering, or answers garbage or a response written to
 //!   the byte.
@@ -44,6 +48,8 @@ pub mod dirs;
 pub mod echo_backend;
 pub mod eventually;
 pub mod fleet;
+pub mod grpc_backend;
+pub mod h2_backend;
 pub mod load;
 pub mod payload;
 pub mod process;

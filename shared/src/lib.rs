@@ -11,7 +11,7 @@ pub mod validate;
 
 pub use model::{
     Algorithm, Cluster, Compress, Config, Dur, HeaderRules, HealthCheck, Member, MemberState,
-    OutlierDetection, Policy, RetryOn, RetryPolicy, Route,
+    OutlierDetection, Policy, Protocol, RetryOn, RetryPolicy, Route,
 };
 pub use snapshot::{ConfigDocument, Snapshot, config_hash};
 pub use validate::{ConfigError, ErrorKind, MemberAddr, Scheme};

@@ -62,6 +62,24 @@ pub struct Cluster {
     /// (Envoy's outlier detection). None: only the retry window applies.
     #[serde(default)]
     pub outlier_detection: Option<OutlierDetection>,
+    /// What the members speak: HTTP/1.1 (the default), HTTP/2 with prior
+    /// knowledge (`h2c`, `http://` members) or HTTP/2 over TLS (`h2`,
+    /// `https://` members, ALPN `h2`).
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// The protocol a cluster's members speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 (nginx's `proxy_http_version 1.1`).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (`http://` members; gRPC's usual).
+    H2c,
+    /// HTTP/2 over TLS, agreed by ALPN (`https://` members).
+    H2,
 }
 
 /// When a request that failed on one member is sent to another (nginx's
@@ -602,6 +620,7 @@ impl Cluster {
             health_check: None,
             retry: RetryPolicy::default(),
             outlier_detection: None,
+            protocol: Protocol::Http1,
         }
     }
 
@@ -677,6 +696,30 @@ impl MemberState {
             "disabled" => Some(MemberState::Disabled),
             _ => None,
         }
+    }
+}
+
+impl Protocol {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "http1" => Some(Protocol::Http1),
+            "h2c" => Some(Protocol::H2c),
+            "h2" => Some(Protocol::H2),
+            _ => None,
+        }
+    }
+
+    /// Whether the members speak HTTP/2 (`h2c` or `h2`).
+    pub fn is_h2(&self) -> bool {
+        !matches!(self, Protocol::Http1)
     }
 }
 

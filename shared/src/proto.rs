@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::model::{
     Algorithm, Cluster, Compress, Config, Dur, HeaderRules, HealthCheck, Member, MemberState,
-    OutlierDetection, Policy, RetryOn, RetryPolicy, Route,
+    OutlierDetection, Policy, Protocol, RetryOn, RetryPolicy, Route,
 };
 use crate::snapshot::Snapshot;
 use crate::text::quoted;
@@ -90,6 +90,7 @@ impl From<&Cluster> for v1::Cluster {
                 max_ejection_ms: ms(o.max_ejection),
                 max_ejected_percent: o.max_ejected_percent,
             }),
+            protocol: c.protocol.as_str().to_owned(),
         }
     }
 }
@@ -179,6 +180,14 @@ impl TryFrom<v1::Cluster> for Cluster {
             field: field("policy"),
             reason: format!("unknown policy {}", quoted(&c.policy)),
         })?;
+        // Empty: a control plane from before the field, whose members spoke HTTP/1.1.
+        let protocol = match c.protocol.as_str() {
+            "" => Protocol::Http1,
+            text => Protocol::parse(text).ok_or_else(|| ConvertError {
+                field: field("protocol"),
+                reason: format!("unknown protocol {}", quoted(text)),
+            })?,
+        };
         let health_check = match c.health_check {
             Some(h) => Some(HealthCheck {
                 path: h.path,
@@ -246,6 +255,7 @@ impl TryFrom<v1::Cluster> for Cluster {
             health_check,
             retry,
             outlier_detection,
+            protocol,
             name: c.name,
         })
     }
@@ -305,6 +315,7 @@ mod tests {
         cluster.retry.retry_on.push(RetryOn::Http503);
         cluster.retry.per_try_timeout = Some(Dur::from_millis(250));
         cluster.outlier_detection = Some(OutlierDetection::default());
+        cluster.protocol = Protocol::H2c;
         let mut route = Route::new("web", "/app/", "mycluster");
         route.rewrite_prefix = Some("/".into());
         route.host = Some("example.com".into());
@@ -342,6 +353,21 @@ mod tests {
         let err = Route::try_from(proto).unwrap_err();
         assert!(err.to_string().contains("compress.algorithms"), "{err}");
         assert!(err.to_string().contains("\"lzma\""), "{err}");
+    }
+
+    #[test]
+    fn a_protocol_left_empty_is_http1_and_an_unknown_one_is_named() {
+        let mut proto = v1::Cluster::from(&Cluster::new("c"));
+        assert_eq!(proto.protocol, "http1");
+        proto.protocol = String::new();
+        assert_eq!(
+            Cluster::try_from(proto.clone()).unwrap().protocol,
+            Protocol::Http1
+        );
+        proto.protocol = "spdy".into();
+        let err = Cluster::try_from(proto).unwrap_err();
+        assert!(err.to_string().contains("protocol"), "{err}");
+        assert!(err.to_string().contains("\"spdy\""), "{err}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use http::Uri;
 
 use crate::model::{
-    Cluster, Compress, Config, HeaderRules, HealthCheck, Member, OutlierDetection, RetryPolicy,
-    Route,
+    Cluster, Compress, Config, HeaderRules, HealthCheck, Member, OutlierDetection, Protocol,
+    RetryPolicy, Route,
 };
 use crate::text::quoted;
 
@@ -233,6 +233,9 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
         .map(normalize_member)
         .collect::<Result<Vec<_>, _>>()
         .map_err(in_cluster)?;
+    for (member, addr) in cluster.members.iter().zip(&addrs) {
+        validate_protocol(cluster.protocol, member, addr).map_err(in_cluster)?;
+    }
     let mut ids = HashSet::with_capacity(addrs.len());
     let mut unique_addrs = HashSet::with_capacity(addrs.len());
     for (member, addr) in cluster.members.iter().zip(&addrs) {
@@ -250,6 +253,30 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
         }
     }
     Ok(addrs)
+}
+
+/// `h2` is HTTP/2 over TLS (`https://` members only); `h2c` is HTTP/2 in
+/// clear text (`http://` members only).
+fn validate_protocol(
+    protocol: Protocol,
+    member: &Member,
+    addr: &MemberAddr,
+) -> Result<(), ConfigError> {
+    let needed = match (protocol, addr.scheme) {
+        (Protocol::H2, Scheme::Http) => "https://",
+        (Protocol::H2c, Scheme::Https) => "http://",
+        _ => return Ok(()),
+    };
+    let hint = match protocol {
+        Protocol::H2 => "use protocol \"h2c\" for HTTP/2 without TLS",
+        _ => "use protocol \"h2\" for HTTP/2 over TLS",
+    };
+    Err(ConfigError::invalid(format!(
+        "member {}: protocol {:?} needs a {needed} url, got {} ({hint})",
+        quoted(&member.id),
+        protocol.as_str(),
+        quoted(&member.url)
+    )))
 }
 
 fn validate_health_check(check: &HealthCheck) -> Result<(), ConfigError> {
@@ -670,6 +697,37 @@ mod tests {
         cluster.members[0].weight = 1;
         cluster.members.push(Member::new("http://127.0.0.1:8080"));
         assert!(normalize_cluster(&mut cluster).is_err());
+    }
+
+    #[test]
+    fn h2_needs_https_members_and_h2c_http_members() {
+        let mut cluster = Cluster::new("grpc");
+        cluster.protocol = Protocol::H2c;
+        cluster.members.push(Member::new("http://127.0.0.1:50051"));
+        normalize_cluster(&mut cluster).unwrap();
+        cluster.protocol = Protocol::H2;
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Invalid);
+        assert!(
+            err.message
+                .contains("protocol \"h2\" needs a https:// url, got \"http://127.0.0.1:50051\""),
+            "{err}"
+        );
+        assert!(
+            err.message
+                .starts_with("cluster \"grpc\": member \"127.0.0.1:50051\""),
+            "{err}"
+        );
+        cluster.members[0].url = "https://127.0.0.1:50051".into();
+        normalize_cluster(&mut cluster).unwrap();
+        cluster.protocol = Protocol::H2c;
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(
+            err.message.contains("protocol \"h2c\" needs a http:// url"),
+            "{err}"
+        );
+        cluster.protocol = Protocol::Http1;
+        normalize_cluster(&mut cluster).unwrap();
     }
 
     #[test]

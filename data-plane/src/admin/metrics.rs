@@ -169,7 +169,7 @@ pub fn error(error: &ProxyError) {
         ProxyError::NoRoute => 1,
         ProxyError::NoMember(_) => 2,
         ProxyError::AllUnreachable { .. } => 3,
-        ProxyError::Upstream { .. } => 4,
+        ProxyError::Upstream { .. } | ProxyError::UpgradeOverH2(_) => 4,
         ProxyError::Timeout { .. } => 5,
         ProxyError::Request(request) => {
             client_limit(match request {

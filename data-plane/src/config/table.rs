@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::header::HOST;
 use switchyard_shared::validate::{self, ConfigError};
-use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, RetryPolicy, Snapshot};
+use switchyard_shared::{
+    HealthCheck, MemberState, OutlierDetection, Protocol, RetryPolicy, Snapshot,
+};
 
 use crate::config::routing::Router;
 use crate::config::rules::{self, CompressRule, HeaderRuleSet};
@@ -60,6 +62,9 @@ pub struct ClusterEntry {
     /// Passive health: when failing members are ejected ([`crate::health::outlier`]);
     /// `None`: only the retry window after a failed connect.
     pub outlier_detection: Option<OutlierDetection>,
+    /// What the members speak: the request path matches on it once per
+    /// attempt (HTTP/1.1's exchange, or [`crate::upstream::h2`]).
+    pub protocol: Protocol,
 }
 
 #[derive(Debug)]
@@ -103,6 +108,7 @@ pub fn compile(
                     &cluster.name,
                     &member.id,
                     &addr,
+                    cluster.protocol,
                     cluster.connect_timeout.0,
                 )
                 .map_err(|error| CompileError::Member {
@@ -127,6 +133,7 @@ pub fn compile(
             retry: cluster.retry.clone(),
             health_check: cluster.health_check.clone(),
             outlier_detection: cluster.outlier_detection.clone(),
+            protocol: cluster.protocol,
         });
     }
     let mut router = Router::default();
@@ -271,6 +278,27 @@ pub(crate) mod tests {
         assert!(Arc::ptr_eq(&member, &second.clusters[0].members[0].shared));
         assert!(member.in_error(), "the error window is kept");
         assert_eq!(member.connect_timeout(), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_member_whose_cluster_changes_protocol_gets_new_state() {
+        let mut registry = Registry::default();
+        let (first, generation) = compile(&mut config(&["http://127.0.0.1:1"]), &registry).unwrap();
+        registry.commit(generation);
+        assert_eq!(first.clusters[0].protocol, Protocol::Http1);
+        let mut h2c = config(&["http://127.0.0.1:1"]);
+        h2c.config.clusters[0].protocol = Protocol::H2c;
+        let (second, generation) = compile(&mut h2c, &registry).unwrap();
+        registry.commit(generation);
+        assert_eq!(second.clusters[0].protocol, Protocol::H2c);
+        assert_eq!(second.clusters[0].members[0].shared.protocol, Protocol::H2c);
+        assert!(
+            !Arc::ptr_eq(
+                &first.clusters[0].members[0].shared,
+                &second.clusters[0].members[0].shared
+            ),
+            "HTTP/1.1 pools are not HTTP/2 ones"
+        );
     }
 
     #[test]

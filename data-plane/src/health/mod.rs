@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::table::{MemberEntry, Table};
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::{Limits, MemberShared, SendError};
+use crate::upstream::{Limits, MemberShared, Reply, SendError};
 
 /// The running checks, keyed by member state and check settings.
 #[derive(Debug, Default)]
@@ -144,27 +144,42 @@ async fn ask(
     limits: &Limits<'_>,
     path: &str,
 ) -> Result<(), String> {
-    let (head, mut exchange) = member.send(request, limits).await.map_err(|e| match e {
-        SendError::Connect { error, .. } => format!("GET {path}: {error}"),
-        SendError::Exchange { error, .. } => format!("GET {path}: {error}"),
-    })?;
+    let (head, reply) = member
+        .send_any(request, limits)
+        .await
+        .map_err(|e| match e {
+            SendError::Connect { error, .. } => format!("GET {path}: {error}"),
+            SendError::Exchange { error, .. } => format!("GET {path}: {error}"),
+        })?;
     let status = head.status;
-    let mut read = 0usize;
     // Read to the end, so a small answer's connection goes back to the pool;
     // a longer one is dropped unfinished, which closes its connection.
-    while read <= BODY_LIMIT {
-        match exchange.frame().await {
-            None => break,
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-            Some(Err(_)) => return Err(format!("GET {path}: the body was cut off")),
-        }
-    }
-    drop(exchange);
+    let read = match reply {
+        Reply::H1(exchange) => read_some(exchange).await,
+        Reply::H2(exchange) => read_some(exchange).await,
+    };
+    read.map_err(|()| format!("GET {path}: the body was cut off"))?;
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {
         Err(format!("GET {path} answered {status}"))
     }
+}
+
+/// Reads at most a little over [`BODY_LIMIT`] of `body`; `Err` if it broke.
+async fn read_some<B>(mut body: B) -> Result<(), ()>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut read = 0usize;
+    while read <= BODY_LIMIT {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(_)) => return Err(()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

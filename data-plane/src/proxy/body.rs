@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::proxy::compress::Compressing;
+use crate::upstream::Reply;
 use crate::upstream::exchange::{Exchange, ExchangeError};
+use crate::upstream::h2::H2Exchange;
 
 /// Why a response body broke off.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +35,19 @@ pub enum ProxyBody {
     Upstream(Exchange),
     /// A member's, compressed on its way (a route's `compress`); boxed, as
     /// only those responses pay for it.
-    Compressed(Box<Compressing<Exchange>>),
+    Compressed(Box<Compressing<ProxyBody>>),
+    /// An HTTP/2 member's, streamed from its stream.
+    H2(H2Exchange),
     Local(Option<Bytes>),
+}
+
+impl From<Reply> for ProxyBody {
+    fn from(reply: Reply) -> Self {
+        match reply {
+            Reply::H1(exchange) => ProxyBody::Upstream(exchange),
+            Reply::H2(exchange) => ProxyBody::H2(exchange),
+        }
+    }
 }
 
 impl ProxyBody {
@@ -55,6 +68,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(exchange) => {
                 Pin::new(exchange).poll_frame(cx).map_err(BodyError::Member)
             }
+            ProxyBody::H2(exchange) => Pin::new(exchange).poll_frame(cx).map_err(BodyError::Member),
             ProxyBody::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -64,6 +78,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(exchange) => exchange.is_end_stream(),
             ProxyBody::Compressed(body) => body.is_end_stream(),
+            ProxyBody::H2(exchange) => exchange.is_end_stream(),
             ProxyBody::Local(data) => data.is_none(),
         }
     }
@@ -72,6 +87,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(exchange) => exchange.size_hint(),
             ProxyBody::Compressed(body) => body.size_hint(),
+            ProxyBody::H2(exchange) => exchange.size_hint(),
             ProxyBody::Local(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

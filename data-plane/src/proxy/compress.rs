@@ -203,9 +203,9 @@ pub fn respond(
     let (Some(algorithm), false) = (asked.algorithm, asked.head) else {
         return Response::from_parts(parts, body);
     };
-    let ProxyBody::Upstream(exchange) = body else {
+    if !matches!(body, ProxyBody::Upstream(_) | ProxyBody::H2(_)) {
         return Response::from_parts(parts, body);
-    };
+    }
     let headers = &mut parts.headers;
     headers.insert(
         header::CONTENT_ENCODING,
@@ -215,7 +215,7 @@ pub fn respond(
     headers.remove(header::ACCEPT_RANGES);
     weaken_etag(headers);
     metrics::compressed(algorithm);
-    let body = ProxyBody::Compressed(Box::new(Compressing::new(exchange, algorithm)));
+    let body = ProxyBody::Compressed(Box::new(Compressing::new(body, algorithm)));
     Response::from_parts(parts, body)
 }
 

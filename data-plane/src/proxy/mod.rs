@@ -26,10 +26,11 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::request::RequestError;
 use crate::proxy::upgrade::{Upgrade, switch};
 use crate::upstream::body::{BodyProgress, ClientBodyError, UpstreamBody};
-use crate::upstream::exchange::{Exchange, ExchangeError};
+use crate::upstream::exchange::ExchangeError;
 use crate::upstream::h1::ResponseHead;
 use crate::upstream::retry::{self, Decision};
-use crate::upstream::{Limits, SendError};
+use crate::upstream::{Limits, Reply, SendError, h2};
+use switchyard_shared::Protocol;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -38,6 +39,8 @@ static X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-ser
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static URI_HEADER: HeaderName = HeaderName::from_static("uri");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The default of `--max-uri-length` (nginx's 8 KiB header line).
 pub const DEFAULT_MAX_URI: usize = 8 * 1024;
@@ -91,6 +94,12 @@ pub enum ProxyError {
     Upstream { member: String, error: String },
     #[error("member {member:?} did not answer within {limit:?}")]
     Timeout { member: String, limit: Duration },
+    /// An upgrade (WebSocket) asked of a cluster whose members speak HTTP/2,
+    /// over which Switchyard offers none.
+    #[error(
+        "cluster {0:?} speaks HTTP/2 to its members, over which upgrades (WebSocket) are not offered"
+    )]
+    UpgradeOverH2(String),
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The client's request body was invalid or stopped coming: its fault,
@@ -107,11 +116,45 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } | ProxyError::UpgradeOverH2(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Request(error) => error.status(),
             ProxyError::ClientBody(error) => error.status(),
         }
+    }
+
+    /// The gRPC status a gRPC client sees for it (gRPC's HTTP-to-gRPC
+    /// mapping, with a timeout as DEADLINE_EXCEEDED).
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            ProxyError::Timeout { .. } => 4,
+            ProxyError::NoRoute => 12,
+            ProxyError::Request(_) | ProxyError::ClientBody(_) => 13,
+            ProxyError::NoConfig
+            | ProxyError::NoMember(_)
+            | ProxyError::AllUnreachable { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpgradeOverH2(_) => 14,
+        }
+    }
+
+    /// The answer to a gRPC request: a trailers-only response (200, the status
+    /// in `grpc-status` and `grpc-message`), which gRPC clients read.
+    fn into_grpc_response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(ProxyBody::Local(None));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            GRPC_STATUS.clone(),
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        if let Ok(message) = HeaderValue::try_from(grpc_message(&self.to_string())) {
+            headers.insert(GRPC_MESSAGE.clone(), message);
+        }
+        response
     }
 
     /// The answer; `h1` says whether the request came over HTTP/1.x, where a
@@ -182,13 +225,19 @@ impl Proxy {
         client: &'a ClientInfo,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
         let h1 = request.version() < Version::HTTP_2;
+        // gRPC comes over HTTP/2 only: an HTTP/1.1 request is not looked at.
+        let grpc = !h1 && is_grpc(request.headers());
         self.proxy(request, client).map(move |result| {
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
                     debug!(%error, "Request failed");
                     metrics::error(&error);
-                    error.into_response(h1)
+                    if grpc {
+                        error.into_grpc_response()
+                    } else {
+                        error.into_response(h1)
+                    }
                 }
             };
             metrics::response(response.status());
@@ -225,9 +274,20 @@ impl Proxy {
             .compress
             .as_deref()
             .map(|rule| compress::Asked::of(&parts.method, &parts.headers, rule));
+        // gRPC needs `TE: trailers`, the one TE an HTTP/2 member may get.
+        let te_trailers = cluster.protocol.is_h2() && asks_for_trailers(&parts.headers);
+        if cluster.protocol.is_h2() && upgrade.is_some() {
+            warn!(cluster = %cluster.name, "Upgrade refused: the cluster's members speak HTTP/2");
+            return Err(ProxyError::UpgradeOverH2(cluster.name.clone()));
+        }
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
         remove_hop_by_hop(&mut parts.headers);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(upgrade) = &upgrade {
             upgrade.ask_member(&mut parts);
         }
@@ -240,7 +300,9 @@ impl Proxy {
         }
         parts.version = Version::HTTP_11;
         let idempotent = retry::is_idempotent(&parts.method);
-        let replay = idempotent && cluster.retry.max_retries > 0;
+        // An HTTP/2 member may refuse a stream it did not process (REFUSED_STREAM,
+        // GOAWAY): any request may then go again, so its body is kept (up to the limit).
+        let replay = (idempotent && cluster.retry.max_retries > 0) || cluster.protocol.is_h2();
         let (body, progress) = UpstreamBody::from_client(body, self.body_timeout, replay);
         let request = Request::from_parts(parts, body);
         let (member, head, exchange) = forward(
@@ -252,12 +314,14 @@ impl Proxy {
             idempotent,
         )
         .await?;
-        match upgrade {
+        match (upgrade, exchange) {
             // The exchange lets a 101 through only to a request that asked to upgrade.
-            Some(upgrade) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+            (Some(upgrade), Reply::H1(exchange))
+                if head.status == StatusCode::SWITCHING_PROTOCOLS =>
+            {
                 switch(head, exchange, &upgrade, cluster, member)
             }
-            _ => Ok(respond(
+            (_, exchange) => Ok(respond(
                 head,
                 exchange,
                 route,
@@ -268,6 +332,27 @@ impl Proxy {
             )),
         }
     }
+}
+
+/// Whether a request is a gRPC call (`Content-Type: application/grpc…`).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `text` as `grpc-message` carries it: percent-encoded outside printable
+/// ASCII, and `%` itself.
+fn grpc_message(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.trim_end().bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// Step 1: the route for the request's host and path.
@@ -386,6 +471,19 @@ fn host_without_port(host: &str) -> &str {
     }
 }
 
+/// Whether the client's `TE` names `trailers` (read before the hop-by-hop
+/// headers go).
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .any(|token| {
+            let name = token.split(|&b| b == b';').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+}
+
 /// Removes `Connection` and every header it names, and the other hop-by-hop headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the few headers there are, rather than a lookup per name.
@@ -436,7 +534,7 @@ async fn forward<'t>(
     progress: Option<&BodyProgress>,
     host: Option<&HeaderValue>,
     idempotent: bool,
-) -> Result<(&'t MemberEntry, ResponseHead, Exchange), ProxyError> {
+) -> Result<(&'t MemberEntry, ResponseHead, Reply), ProxyError> {
     let policy = &cluster.retry;
     let budget = &cluster.shared.retry_budget;
     budget.request();
@@ -476,7 +574,20 @@ async fn forward<'t>(
             _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
-        let failure = match member.shared.send(request, &limits).await {
+        // The cluster's protocol, decided when the table was compiled.
+        let sent = match cluster.protocol {
+            Protocol::Http1 => match member.shared.send(request, &limits).await {
+                Ok((head, exchange)) => Ok((head, Reply::H1(exchange))),
+                Err(error) => Err(error),
+            },
+            Protocol::H2c | Protocol::H2 => {
+                match Box::pin(h2::send(&member.shared, request, &limits)).await {
+                    Ok((head, exchange)) => Ok((head, Reply::H2(exchange))),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        let failure = match sent {
             Ok((head, exchange)) => {
                 outlier::observe(cluster, member, Outcome::of_status(head.status));
                 let again = match &spare {
@@ -539,7 +650,10 @@ async fn forward<'t>(
         let failure = match &error {
             ExchangeError::Client(error) => return Err(ProxyError::ClientBody(*error)),
             ExchangeError::Timeout(_) => retry::Failure::Timeout,
-            ExchangeError::Closed | ExchangeError::Read(_) | ExchangeError::Write(_)
+            ExchangeError::Closed
+            | ExchangeError::Read(_)
+            | ExchangeError::Write(_)
+            | ExchangeError::Stream(_)
                 if !answered =>
             {
                 retry::Failure::Broken
@@ -662,14 +776,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// as the rules left them).
 fn respond(
     head: ResponseHead,
-    exchange: Exchange,
+    exchange: Reply,
     route: &RouteEntry,
     member: &MemberEntry,
     host: Option<&HeaderValue>,
     client: &ClientInfo,
     asked: Option<compress::Asked>,
 ) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Upstream(exchange));
+    let mut response = Response::new(ProxyBody::from(exchange));
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
     let (mut parts, body) = response.into_parts();

@@ -187,3 +187,45 @@ fn errors_map_to_statuses() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[test]
+fn te_trailers_is_found_among_the_clients_te_values() {
+    let mut headers = HeaderMap::new();
+    assert!(!asks_for_trailers(&headers));
+    headers.insert(header::TE, HeaderValue::from_static("gzip;q=0.5"));
+    assert!(!asks_for_trailers(&headers));
+    headers.append(header::TE, HeaderValue::from_static("deflate, Trailers"));
+    assert!(asks_for_trailers(&headers));
+    headers.insert(header::TE, HeaderValue::from_static("trailers;q=1"));
+    assert!(asks_for_trailers(&headers));
+}
+
+#[test]
+fn grpc_errors_are_trailers_only_answers_with_a_grpc_status() {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc+proto"),
+    );
+    assert!(is_grpc(&headers));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    assert!(!is_grpc(&headers));
+
+    let timeout = ProxyError::Timeout {
+        member: "m".into(),
+        limit: Duration::from_millis(300),
+    };
+    assert_eq!(timeout.grpc_status(), 4);
+    assert_eq!(ProxyError::NoRoute.grpc_status(), 12);
+    assert_eq!(ProxyError::NoMember("c".into()).grpc_status(), 14);
+    let response = timeout.into_grpc_response();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "4");
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    assert!(
+        http_body::Body::is_end_stream(response.body()),
+        "no body: trailers-only"
+    );
+    assert_eq!(grpc_message("50% done\n"), "50%25 done");
+    assert_eq!(grpc_message("caf\u{e9}"), "caf%C3%A9");
+}

@@ -59,6 +59,9 @@ pub enum ExchangeError {
     /// No byte either way for the cluster's idle timeout, during the body.
     #[error("the member sent nothing for {0:?}")]
     Idle(Duration),
+    /// An HTTP/2 member's stream or connection failed (reset, GOAWAY, protocol error).
+    #[error("the member's HTTP/2 stream failed: {0}")]
+    Stream(h2::Error),
 }
 
 impl Conn {
@@ -143,16 +146,25 @@ pub struct Switched {
 /// the member (an answer read whole with its head never allocates one) and
 /// re-armed when a byte moved since.
 #[derive(Debug)]
-struct IdleClock {
+pub(crate) struct IdleClock {
     limit_ms: u32,
     timer: Option<Pin<Box<Sleep>>>,
     /// A byte moved since the timer was armed.
-    moved: bool,
+    pub(crate) moved: bool,
 }
 
 impl IdleClock {
+    /// A clock of `limit`, not armed yet.
+    pub(crate) fn new(limit: Duration) -> Self {
+        IdleClock {
+            limit_ms: ms32(limit),
+            timer: None,
+            moved: false,
+        }
+    }
+
     /// Whether the limit has passed with nothing moving; arms the timer.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let limit = self.limit();
         let timer = match &mut self.timer {
             Some(timer) => {
@@ -169,7 +181,7 @@ impl IdleClock {
         timer.as_mut().poll(cx).is_ready()
     }
 
-    fn limit(&self) -> Duration {
+    pub(crate) fn limit(&self) -> Duration {
         Duration::from_millis(u64::from(self.limit_ms))
     }
 }

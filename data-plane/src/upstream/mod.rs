@@ -6,6 +6,7 @@
 pub mod body;
 pub mod exchange;
 pub mod h1;
+pub mod h2;
 pub mod pool;
 pub mod retry;
 pub mod tls;
@@ -26,7 +27,7 @@ use crate::upstream::tls::MemberStream;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request};
 use rustls::pki_types::ServerName;
-use switchyard_shared::MemberAddr;
+use switchyard_shared::{MemberAddr, Protocol};
 use tokio::net::TcpStream;
 
 /// State of one member that outlives routing tables.
@@ -34,6 +35,9 @@ use tokio::net::TcpStream;
 pub struct MemberShared {
     pub id: String,
     pub addr: MemberAddr,
+    /// What the member speaks (its cluster's `protocol`); a member whose
+    /// cluster changes protocol gets new state, pools included.
+    pub protocol: Protocol,
     pub scheme: Scheme,
     pub authority: Authority,
     /// The `Host` sent to the member when the route does not preserve the client's.
@@ -66,7 +70,12 @@ pub struct MemberShared {
 }
 
 impl MemberShared {
-    fn new(id: String, addr: MemberAddr, connect_timeout: Duration) -> Result<Self, http::Error> {
+    fn new(
+        id: String,
+        addr: MemberAddr,
+        protocol: Protocol,
+        connect_timeout: Duration,
+    ) -> Result<Self, http::Error> {
         let (scheme, transport) = match addr.scheme {
             switchyard_shared::Scheme::Http => (Scheme::HTTP, Transport::Tcp),
             switchyard_shared::Scheme::Https => (
@@ -94,6 +103,7 @@ impl MemberShared {
         Ok(MemberShared {
             id,
             addr,
+            protocol,
             scheme,
             authority,
             host_header,
@@ -170,6 +180,12 @@ impl MemberShared {
     }
 
     async fn connect(&self) -> Result<Conn, ConnectError> {
+        Ok(Conn::new(self.connect_stream().await?))
+    }
+
+    /// A connected stream to the member, TLS set up for `https://`, each step
+    /// within the connect timeout.
+    pub(crate) async fn connect_stream(&self) -> Result<MemberStream, ConnectError> {
         let connect_timeout = self.connect_timeout();
         if let Transport::BadTlsName(why) = &self.transport {
             return Err(ConnectError::Tls(why.clone()));
@@ -178,13 +194,12 @@ impl MemberShared {
             .await
             .map_err(|_| ConnectError::Timeout(connect_timeout))??;
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
-        let stream = match &self.transport {
+        Ok(match &self.transport {
             Transport::Tls(name) => {
                 MemberStream::Tls(Box::new(self.handshake(name, stream).await?))
             }
             Transport::Tcp | Transport::BadTlsName(_) => MemberStream::Plain(stream),
-        };
-        Ok(Conn::new(stream))
+        })
     }
 
     /// A TCP connection to the member's address, or to the first of its
@@ -217,12 +232,28 @@ impl MemberShared {
         name: &ServerName<'static>,
         stream: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
-        let connector = tls::connector().map_err(ConnectError::Tls)?;
+        let connector = match self.protocol {
+            Protocol::H2 => tls::h2_connector(),
+            Protocol::Http1 | Protocol::H2c => tls::connector(),
+        }
+        .map_err(ConnectError::Tls)?;
         let timeout = self.connect_timeout();
-        tokio::time::timeout(timeout, connector.connect(name.clone(), stream))
+        let stream = tokio::time::timeout(timeout, connector.connect(name.clone(), stream))
             .await
             .map_err(|_| ConnectError::Tls(format!("handshake timed out after {timeout:?}")))?
-            .map_err(|e| ConnectError::Tls(e.to_string()))
+            .map_err(|e| match self.protocol {
+                Protocol::H2 => ConnectError::Tls(format!(
+                    "{e} (protocol \"h2\" offers only ALPN h2 to the member)"
+                )),
+                Protocol::Http1 | Protocol::H2c => ConnectError::Tls(e.to_string()),
+            })?;
+        if self.protocol == Protocol::H2 && stream.get_ref().1.alpn_protocol() != Some(tls::ALPN_H2)
+        {
+            return Err(ConnectError::Tls(
+                "the member did not pick ALPN h2 (protocol \"h2\")".to_owned(),
+            ));
+        }
+        Ok(stream)
     }
 
     /// Whether the member is out for its retry window after a failed connect.
@@ -441,7 +472,18 @@ async fn head_within(
     method: &http::Method,
     limits: &Limits<'_>,
 ) -> Result<ResponseHead, ExchangeError> {
-    let head = exchange.response_head(method);
+    within_head_timeout(exchange.response_head(method), limits).await
+}
+
+/// `head`, within the head timeout counted from when the request body was
+/// sent in full (for HTTP/1.1 and HTTP/2 members alike).
+pub(crate) async fn within_head_timeout<F>(
+    head: F,
+    limits: &Limits<'_>,
+) -> Result<ResponseHead, ExchangeError>
+where
+    F: std::future::Future<Output = Result<ResponseHead, ExchangeError>>,
+{
     tokio::pin!(head);
     if let Some(progress) = limits.progress {
         tokio::select! {
@@ -487,6 +529,54 @@ pub enum SendError {
         /// The request, if its body can be sent again.
         replay: Option<Box<Request<UpstreamBody>>>,
     },
+}
+
+/// A member's answer after its head: the response body of an HTTP/1.1
+/// exchange or of an HTTP/2 stream.
+#[derive(Debug)]
+pub enum Reply {
+    H1(Exchange),
+    H2(h2::H2Exchange),
+}
+
+impl Reply {
+    /// Whether the request body could be sent again (see [`Exchange::into_replay`]).
+    pub fn replayable(&self) -> bool {
+        match self {
+            Reply::H1(exchange) => exchange.replayable(),
+            Reply::H2(exchange) => exchange.replayable(),
+        }
+    }
+
+    /// The request body, to send it again.
+    pub fn into_replay(self) -> Option<UpstreamBody> {
+        match self {
+            Reply::H1(exchange) => exchange.into_replay(),
+            Reply::H2(exchange) => exchange.into_replay(),
+        }
+    }
+}
+
+impl MemberShared {
+    /// Sends `request` in the member's protocol ([`MemberShared::send`] over
+    /// HTTP/1.1, [`h2::send`] over HTTP/2); for callers off the request path
+    /// (health checks), which `forward` dispatches on the cluster's protocol itself.
+    pub async fn send_any(
+        &self,
+        request: Request<UpstreamBody>,
+        limits: &Limits<'_>,
+    ) -> Result<(ResponseHead, Reply), SendError> {
+        match self.protocol {
+            Protocol::Http1 => {
+                let (head, exchange) = self.send(request, limits).await?;
+                Ok((head, Reply::H1(exchange)))
+            }
+            Protocol::H2c | Protocol::H2 => {
+                let (head, exchange) = Box::pin(h2::send(self, request, limits)).await?;
+                Ok((head, Reply::H2(exchange)))
+            }
+        }
+    }
 }
 
 /// State of one cluster that outlives routing tables.
@@ -556,21 +646,22 @@ impl Generation {
     }
 
     /// The shared state of a member, the previous generation's if it had the
-    /// same member (same cluster, id and address), with the connect timeout
-    /// of the new table.
+    /// same member (same cluster, id, address and protocol), with the connect
+    /// timeout of the new table.
     pub fn member(
         &mut self,
         previous: &Registry,
         cluster: &str,
         id: &str,
         addr: &MemberAddr,
+        protocol: Protocol,
         connect_timeout: Duration,
     ) -> Result<Arc<MemberShared>, http::Error> {
         let kept = previous
             .members
             .get(cluster)
             .and_then(|members| members.get(id))
-            .filter(|m| m.addr == *addr);
+            .filter(|m| m.addr == *addr && m.protocol == protocol);
         let shared = match kept {
             Some(shared) => {
                 // Set at commit: a table that fails to compile changes nothing.
@@ -581,6 +672,7 @@ impl Generation {
             None => Arc::new(MemberShared::new(
                 id.to_owned(),
                 addr.clone(),
+                protocol,
                 connect_timeout,
             )?),
         };

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 
 use crate::upstream::exchange::Conn;
+use crate::upstream::h2::H2Conns;
 
 /// The default of `--upstream-keepalive-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -30,6 +31,11 @@ static IDLE_TIMEOUT_MS: AtomicU64 = AtomicU64::new(4_000);
 pub fn set_idle_timeout(timeout: Duration) {
     let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     IDLE_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The longest a connection stays idle in a pool (`--upstream-keepalive-timeout`).
+pub fn idle_timeout() -> Duration {
+    Duration::from_millis(IDLE_TIMEOUT_MS.load(Ordering::Relaxed))
 }
 
 /// How long a connection whose last answer had `headers` may stay idle: the
@@ -58,10 +64,13 @@ fn member_keep_alive(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A worker's idle keep-alive connections to one member, most recent last,
-/// each with the instant it must be gone by.
+/// each with the instant it must be gone by; or, for an HTTP/2 member, the
+/// worker's shared connections to it.
 #[derive(Debug, Default)]
 pub struct Pool {
     idle: Mutex<VecDeque<(Conn, Instant)>>,
+    /// Used by `h2c` and `h2` members only.
+    pub(crate) h2: H2Conns,
 }
 
 impl Pool {

@@ -19,8 +19,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// The only protocol offered by ALPN: the pool speaks HTTP/1.1 to members.
+/// What ALPN offers to `http1` members: the pool speaks HTTP/1.1 to them.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
+/// What ALPN offers to `h2` members, and what they must pick.
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// Why the TLS client config could not be built (the CLI says which flag and file).
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +78,36 @@ pub fn client_config(
 /// The config every TLS connection to a member uses; set once by `run`.
 static CLIENT_CONFIG: ArcSwapOption<ClientConfig> = ArcSwapOption::const_empty();
 
+/// The same config with ALPN `h2`, for clusters of protocol `h2`.
+static H2_CLIENT_CONFIG: ArcSwapOption<ClientConfig> = ArcSwapOption::const_empty();
+
 /// Makes `config` the one TLS connections to members use from now on.
 pub fn set_client_config(config: Arc<ClientConfig>) {
+    H2_CLIENT_CONFIG.store(Some(with_alpn_h2(&config)));
     CLIENT_CONFIG.store(Some(config));
 }
 
+/// `config` offering `h2` only by ALPN.
+fn with_alpn_h2(config: &ClientConfig) -> Arc<ClientConfig> {
+    let mut h2 = config.clone();
+    h2.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Arc::new(h2)
+}
+
+/// The connector for connections to `h2` members: [`connector`]'s config,
+/// with ALPN `h2` in place of `http/1.1`.
+pub(crate) fn h2_connector() -> Result<TlsConnector, String> {
+    if let Some(config) = H2_CLIENT_CONFIG.load_full() {
+        return Ok(TlsConnector::from(config));
+    }
+    connector()?;
+    let config = CLIENT_CONFIG
+        .load_full()
+        .ok_or_else(|| "no TLS client config".to_owned())?;
+    let h2 = with_alpn_h2(&config);
+    H2_CLIENT_CONFIG.compare_and_swap(&None::<Arc<ClientConfig>>, Some(h2.clone()));
+    Ok(TlsConnector::from(h2))
+}
 /// The connector for member connections: the config `run` set, or (when the
 /// library runs without `run`) one with the webpki roots only, made once.
 pub(crate) fn connector() -> Result<TlsConnector, String> {
@@ -189,6 +216,15 @@ mod tests {
     fn the_default_config_offers_http1_only() {
         let config = client_config(Vec::new()).expect("the default config builds");
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn the_h2_connector_offers_h2_only_and_keeps_the_roots() {
+        let config = client_config(Vec::new()).expect("the default config builds");
+        let h2 = with_alpn_h2(&config);
+        assert_eq!(h2.alpn_protocols, vec![b"h2".to_vec()]);
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(h2_connector().is_ok());
     }
 
     #[test]
