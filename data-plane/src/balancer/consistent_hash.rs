@@ -178,14 +178,14 @@ mod tests {
             placement(&ring(&before), &before, KEYS),
             placement(&ring(&after), &after, KEYS),
         );
-        let mut moved = 0;
+        let mut moved = 0u32;
         for (a, b) in old.iter().zip(&new) {
             if a != b {
                 assert_eq!(*a, "m3", "only the removed member's keys move");
                 moved += 1;
             }
         }
-        assert_eq!(moved, old.iter().filter(|id| **id == "m3").count());
+        assert_eq!(moved as usize, old.iter().filter(|id| **id == "m3").count());
         let share = f64::from(moved) / f64::from(KEYS);
         assert!((0.06..0.14).contains(&share), "{share} of the keys moved");
     }
