@@ -320,9 +320,9 @@ fn cases() -> Vec<Case> {
             "unknown policy",
             Method::PUT,
             "/api/v1/clusters/c1",
-            Json(json!({ "policy": "random", "members": [] })),
+            Json(json!({ "policy": "weighted_random", "members": [] })),
             [S::BAD_REQUEST],
-            &["random", "policy"],
+            &["weighted_random", "policy"],
         ),
         case(
             "unreadable duration",
