@@ -12,6 +12,7 @@ use switchyard_shared::{
     HealthCheck, MemberState, OutlierDetection, Protocol, RetryPolicy, Snapshot,
 };
 
+use crate::balancer::Balancer;
 use crate::config::routing::Router;
 use crate::config::rules::{self, CompressRule, HeaderRuleSet};
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
@@ -65,6 +66,8 @@ pub struct ClusterEntry {
     /// What the members speak: the request path matches on it once per
     /// attempt (HTTP/1.1's exchange, or [`crate::upstream::h2`]).
     pub protocol: Protocol,
+    /// The policy and sticky sessions, compiled ([`crate::balancer`]).
+    pub balancer: Balancer,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,8 @@ pub enum CompileError {
     },
     #[error("route {0:?} names unknown cluster {1:?}")]
     UnknownCluster(String, String),
+    #[error("cluster {cluster:?}: {error}")]
+    Balancer { cluster: String, error: String },
 }
 
 /// Validates `snapshot` and compiles it into a table, reusing the shared state
@@ -122,6 +127,10 @@ pub fn compile(
                 state: member.state,
             });
         }
+        let balancer = Balancer::compile(cluster).map_err(|error| CompileError::Balancer {
+            cluster: cluster.name.clone(),
+            error,
+        })?;
         cluster_index.insert(cluster.name.as_str(), clusters.len());
         clusters.push(ClusterEntry {
             name: cluster.name.clone(),
@@ -134,6 +143,7 @@ pub fn compile(
             health_check: cluster.health_check.clone(),
             outlier_detection: cluster.outlier_detection.clone(),
             protocol: cluster.protocol,
+            balancer,
         });
     }
     let mut router = Router::default();
@@ -199,7 +209,12 @@ pub(crate) mod tests {
 
     /// A cluster of members on unused ports with the given weights and states.
     pub(crate) fn cluster_of(members: &[(u32, MemberState)]) -> ClusterEntry {
-        let mut cluster = Cluster::new("c");
+        compiled(Cluster::new("c"), members)
+    }
+
+    /// `cluster` (its policy fields as given) with members on unused ports
+    /// of the given weights and states, compiled.
+    pub(crate) fn compiled(mut cluster: Cluster, members: &[(u32, MemberState)]) -> ClusterEntry {
         for (i, (weight, state)) in members.iter().enumerate() {
             let mut member = Member::new(format!("http://127.0.0.1:{}", 10 + i));
             member.weight = *weight;

@@ -268,6 +268,12 @@ impl Proxy {
             );
         }
         let cluster = &table.clusters[route.cluster];
+        // What the balancer reads from the request (nothing for plain round robin).
+        let affinity = cluster.balancer.affinity(
+            &parts.headers,
+            target.path_and_query.as_str(),
+            client.ip.as_bytes(),
+        );
         let upgrade = Upgrade::asked(&parts);
         // What the client accepts, as it sent it (before any rule).
         let asked = route
@@ -312,6 +318,7 @@ impl Proxy {
             progress.as_deref(),
             host.as_ref(),
             idempotent,
+            &affinity,
         )
         .await?;
         match (upgrade, exchange) {
@@ -321,15 +328,17 @@ impl Proxy {
             {
                 switch(head, exchange, &upgrade, cluster, member)
             }
-            (_, exchange) => Ok(respond(
-                head,
-                exchange,
-                route,
-                member,
-                host.as_ref(),
-                client,
-                asked,
-            )),
+            (_, exchange) => {
+                let set_cookie = balancer::set_cookie(cluster, member, &affinity);
+                let mut response =
+                    respond(head, exchange, route, member, host.as_ref(), client, asked);
+                if let Some(cookie) = set_cookie {
+                    response
+                        .headers_mut()
+                        .append(header::SET_COOKIE, cookie.clone());
+                }
+                Ok(response)
+            }
         }
     }
 }
@@ -534,6 +543,7 @@ async fn forward<'t>(
     progress: Option<&BodyProgress>,
     host: Option<&HeaderValue>,
     idempotent: bool,
+    affinity: &balancer::Affinity,
 ) -> Result<(&'t MemberEntry, ResponseHead, Reply), ProxyError> {
     let policy = &cluster.retry;
     let budget = &cluster.shared.retry_budget;
@@ -559,7 +569,7 @@ async fn forward<'t>(
         // After a pooled connection failed, the same member gets a fresh one.
         let index = match (limits.fresh, tried.last()) {
             (true, Some(&last)) => Some(last),
-            _ => balancer::pick(cluster, &tried),
+            _ => balancer::pick(cluster, &tried, affinity),
         };
         let Some(index) = index else {
             return Err(last_error.unwrap_or_else(|| ProxyError::NoMember(cluster.name.clone())));
@@ -574,6 +584,7 @@ async fn forward<'t>(
             _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
+        let in_flight = cluster.balancer.in_flight(member);
         // The cluster's protocol, decided when the table was compiled.
         let sent = match cluster.protocol {
             Protocol::Http1 => match member.shared.send(request, &limits).await {
@@ -588,7 +599,8 @@ async fn forward<'t>(
             }
         };
         let failure = match sent {
-            Ok((head, exchange)) => {
+            Ok((head, mut exchange)) => {
+                exchange.hold(in_flight);
                 outlier::observe(cluster, member, Outcome::of_status(head.status));
                 let again = match &spare {
                     Some(parts)

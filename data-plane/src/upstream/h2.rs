@@ -331,6 +331,7 @@ pub async fn send(
         slot: Some(slot),
         _pool: pool.clone(),
         idle: IdleClock::new(limits.idle),
+        in_flight: None,
     };
     let head = std::future::poll_fn(|cx| exchange.poll_head(cx));
     let error = match within_head_timeout(head, limits).await {
@@ -413,6 +414,9 @@ pub struct H2Exchange {
     _pool: Arc<Pool>,
     /// No byte either way for the cluster's idle timeout ends the body.
     idle: IdleClock,
+    /// Counts the request as in flight to its member until the answer is
+    /// over (`least_request` clusters only).
+    in_flight: Option<crate::upstream::InFlight>,
 }
 
 /// The request body on its way out, within the stream's flow control.
@@ -499,6 +503,11 @@ impl Upload {
 }
 
 impl H2Exchange {
+    /// Keeps `in_flight` until the answer is over.
+    pub fn hold(&mut self, in_flight: Option<crate::upstream::InFlight>) {
+        self.in_flight = in_flight;
+    }
+
     /// Sends the request and waits for the response head.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<ResponseHead, ExchangeError>> {
         self.upload.drive(cx, &mut self.idle)?;
