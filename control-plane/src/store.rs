@@ -15,7 +15,9 @@ use std::sync::Arc;
 use switchyard_shared::proto::v1;
 use switchyard_shared::text::bounded;
 use switchyard_shared::validate::validate_config;
-use switchyard_shared::{Config, ConfigDocument, ConfigError, Snapshot, config_hash};
+use switchyard_shared::{
+    Config, ConfigDocument, ConfigError, Snapshot, config_hash, written_config_hash,
+};
 use tokio::sync::{Mutex, watch};
 use tracing::info;
 
@@ -282,11 +284,34 @@ fn load(path: &Path) -> Result<Option<Snapshot>, StoreError> {
     validate_config(&mut snapshot.config).map_err(|e| corrupt(e.message))?;
     canonicalize(&mut snapshot.config);
     if config_hash(&snapshot.config) != snapshot.hash {
-        return Err(corrupt(
-            "its hash does not match its clusters and routes (was it edited by hand?)".to_owned(),
-        ));
+        // Written by a build whose model had fewer fields: its hash is of the
+        // config as that build wrote it; from now on, of the config as it is read.
+        if written_hash(&bytes).as_deref() != Some(snapshot.hash.as_str()) {
+            return Err(corrupt(
+                "its hash does not match its clusters and routes (was it edited by hand?)"
+                    .to_owned(),
+            ));
+        }
+        snapshot.hash = config_hash(&snapshot.config);
     }
     Ok(Some(snapshot))
+}
+
+/// The hash of the config in a state file as it was written (see
+/// [`written_config_hash`]); `None` if the file has no such parts.
+fn written_hash(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Written<'a> {
+        #[serde(borrow)]
+        clusters: &'a serde_json::value::RawValue,
+        #[serde(borrow)]
+        routes: &'a serde_json::value::RawValue,
+    }
+    let written: Written<'_> = serde_json::from_slice(bytes).ok()?;
+    Some(written_config_hash(
+        written.clusters.get(),
+        written.routes.get(),
+    ))
 }
 
 /// Writes `snapshot` to `path` durably: a temp file in the same directory,

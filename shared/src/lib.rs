@@ -13,5 +13,5 @@ pub use model::{
     Algorithm, Cluster, Compress, Config, Dur, HashOn, HeaderRules, HealthCheck, Member,
     MemberState, OutlierDetection, Policy, Protocol, RetryOn, RetryPolicy, Route, Sticky,
 };
-pub use snapshot::{ConfigDocument, Snapshot, config_hash};
+pub use snapshot::{ConfigDocument, Snapshot, config_hash, written_config_hash};
 pub use validate::{ConfigError, ErrorKind, MemberAddr, Scheme};

@@ -82,7 +82,48 @@ pub fn config_hash(config: &Config) -> String {
     if let Ok(json) = serde_json::to_vec(config) {
         hasher.update(&json);
     }
-    let digest = hasher.finalize();
+    hex(&hasher.finalize())
+}
+
+/// The hash that a build whose model had other fields gave a config it
+/// wrote: `clusters` and `routes` are the config's JSON as that build stored
+/// it (pretty or not; its fields in its order), hashed as [`config_hash`]
+/// hashed them then. A state file written before an upgrade that added a
+/// field (with its default) has this hash, not the one of the config as
+/// this build reads it.
+pub fn written_config_hash(clusters: &str, routes: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"{\"clusters\":");
+    hasher.update(compact(clusters));
+    hasher.update(b",\"routes\":");
+    hasher.update(compact(routes));
+    hasher.update(b"}");
+    hex(&hasher.finalize())
+}
+
+/// JSON text without the whitespace between its tokens (what serde_json's
+/// pretty printer adds); strings are kept byte for byte.
+fn compact(json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json.as_bytes() {
+        if in_string {
+            out.push(byte);
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if !byte.is_ascii_whitespace() {
+            in_string = byte == b'"';
+            out.push(byte);
+        }
+    }
+    out
+}
+
+fn hex(digest: &[u8]) -> String {
     let mut hex = String::with_capacity(digest.len() * 2);
     for byte in digest {
         hex.push_str(&format!("{byte:02x}"));

@@ -207,3 +207,48 @@ fn an_invalid_bootstrap_names_the_file_and_the_problem() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_state_file_written_before_a_field_was_added_still_opens() {
+    let dir = TempDir::new("store");
+    let path = dir.join("state.json");
+    let store = Store::open(path.clone(), None).await.unwrap();
+    store.update(add_cluster("web")).await.unwrap();
+    let written = store.current();
+    drop(store);
+    // What a build whose clusters had no `idle_timeout` field wrote: the file
+    // without that line (a field from before its time), and the hash of the config as that build saw it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let older: String = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("\"idle_timeout\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(older.len(), text.len(), "the file had an idle_timeout line");
+    let value: serde_json::Value = serde_json::from_str(&older).unwrap();
+    let clusters = serde_json::to_string_pretty(&value["clusters"]).unwrap();
+    // Key order matters to the hash: take the parts from the text itself.
+    let start = older.find("\"clusters\": ").unwrap() + "\"clusters\": ".len();
+    let end = older.find(",\n  \"routes\"").unwrap();
+    let clusters_text = &older[start..end];
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(clusters_text).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&clusters).unwrap()
+    );
+    let old_hash = written_config_hash(clusters_text, "[]");
+    assert_ne!(old_hash, written.hash);
+    let older = older.replace(&written.hash, &old_hash);
+    std::fs::write(&path, older).unwrap();
+
+    let reopened = Store::open(path.clone(), None).await.unwrap();
+    let current = reopened.current();
+    assert_eq!(current.version, written.version);
+    assert_eq!(current.config, written.config);
+    assert_eq!(current.hash, written.hash, "re-hashed as this build reads it");
+
+    // A hash that is neither is still refused.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(&old_hash, &"0".repeat(64))).unwrap();
+    drop(reopened);
+    assert!(Store::open(path, None).await.is_err());
+}

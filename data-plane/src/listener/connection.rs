@@ -264,10 +264,12 @@ pub(crate) struct Drain {
     wakers: std::sync::Mutex<Wakers>,
 }
 
+/// The registered wakers, by slot; the slots of ended connections are reused
+/// (no hashing, no allocation once the worker has seen its busiest moment).
 #[derive(Debug, Default)]
 struct Wakers {
-    next: u64,
-    by_id: std::collections::HashMap<u64, std::task::Waker>,
+    slots: Vec<Option<std::task::Waker>>,
+    free: Vec<usize>,
 }
 
 impl Drain {
@@ -275,7 +277,7 @@ impl Drain {
     pub(crate) fn start(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        for waker in wakers.by_id.values() {
+        for waker in wakers.slots.iter().flatten() {
             waker.wake_by_ref();
         }
     }
@@ -287,9 +289,19 @@ impl Drain {
     /// Registers the calling task until the guard is dropped.
     fn register(self: &Arc<Self>, waker: &std::task::Waker) -> Registered {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        let id = wakers.next;
-        wakers.next += 1;
-        wakers.by_id.insert(id, waker.clone());
+        let waker = Some(waker.clone());
+        let id = match wakers.free.pop() {
+            Some(id) => {
+                if let Some(slot) = wakers.slots.get_mut(id) {
+                    *slot = waker;
+                }
+                id
+            }
+            None => {
+                wakers.slots.push(waker);
+                wakers.slots.len() - 1
+            }
+        };
         Registered {
             drain: self.clone(),
             id,
@@ -300,13 +312,16 @@ impl Drain {
 /// A connection's place in its worker's [`Drain`].
 struct Registered {
     drain: Arc<Drain>,
-    id: u64,
+    id: usize,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         let mut wakers = self.drain.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        wakers.by_id.remove(&self.id);
+        if let Some(slot) = wakers.slots.get_mut(self.id) {
+            *slot = None;
+            wakers.free.push(self.id);
+        }
     }
 }
 

@@ -495,26 +495,48 @@ fn asks_for_trailers(headers: &HeaderMap) -> bool {
 
 /// Removes `Connection` and every header it names, and the other hop-by-hop headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the few headers there are, rather than a lookup per name.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the few names there are, noting which hop-by-hop ones
+    // are there: only those are looked up again, to be removed.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            present |= 1;
+        } else if let Some(at) = HOP_BY_HOP.iter().position(|&hop| name == hop) {
+            present |= 2 << at;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
         // `Connection` may come as several lines; every one of them counts.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
-            .collect();
+        // The names it usually holds (`close`, `keep-alive`, `upgrade`) are
+        // hop-by-hop anyway: no name is made (nor a list allocated) for them.
+        let mut named = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case(b"close")
+                    || HOP_BY_HOP
+                        .iter()
+                        .any(|hop| token.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    named.push(name);
+                }
+            }
+        }
         for name in named {
             headers.remove(name);
         }
         headers.remove(header::CONNECTION);
     }
-    for name in HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (2 << at) != 0 {
+            headers.remove(*name);
         }
     }
 }
@@ -529,10 +551,6 @@ static HOP_BY_HOP: [&HeaderName; 5] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION || HOP_BY_HOP.contains(&name)
-}
 
 /// Steps 2 and 4: pick a member and send it the request; a failed attempt
 /// goes to another member when [`retry::may_retry`] says it may.

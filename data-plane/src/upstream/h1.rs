@@ -281,17 +281,17 @@ fn content_length(headers: &HeaderMap) -> Result<Option<(u64, bool)>, H1Error> {
 }
 
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    let has = |token: &[u8]| {
+        headers.get_all(header::CONNECTION).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
     };
     match version {
-        Version::HTTP_10 => has("keep-alive"),
-        _ => !has("close"),
+        Version::HTTP_10 => has(b"keep-alive"),
+        _ => !has(b"close"),
     }
 }
 
