@@ -10,7 +10,7 @@ pub mod text;
 pub mod validate;
 
 pub use model::{
-    Cluster, Config, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
+    Cluster, Config, CookieRewrite, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
     RetryPolicy, Route,
 };
 pub use snapshot::{ConfigDocument, Snapshot, config_hash};

@@ -198,6 +198,23 @@ pub struct Route {
     pub preserve_host: bool,
     #[serde(default)]
     pub rewrite_redirects: bool,
+    /// The `Path=` of every `Set-Cookie` from the member that starts with
+    /// `from` gets that prefix replaced by `to` (Apache `ProxyPassReverseCookiePath`).
+    #[serde(default)]
+    pub rewrite_cookie_path: Option<CookieRewrite>,
+    /// The `Domain=` of every `Set-Cookie` from the member that is `from`
+    /// (case-insensitive, a leading '.' aside) becomes `to` (Apache
+    /// `ProxyPassReverseCookieDomain`).
+    #[serde(default)]
+    pub rewrite_cookie_domain: Option<CookieRewrite>,
+}
+
+/// One rewrite of a cookie attribute: `{"from": ..., "to": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, remote = "Self")]
+pub struct CookieRewrite {
+    pub from: String,
+    pub to: String,
 }
 
 crate::objects_only!(
@@ -208,6 +225,7 @@ crate::objects_only!(
     Member => "a member object {\"url\": ..., ...}",
     HealthCheck => "a health_check object {\"path\": ..., ...}",
     Route => "a route object {\"path_prefix\": ..., \"cluster\": ..., ...}",
+    CookieRewrite => "a cookie rewrite object {\"from\": ..., \"to\": ...}",
 );
 crate::serialize_as_derived!(
     Config,
@@ -216,7 +234,8 @@ crate::serialize_as_derived!(
     OutlierDetection,
     Member,
     HealthCheck,
-    Route
+    Route,
+    CookieRewrite
 );
 
 /// A duration written as a human string (`"500ms"`, `"2s"`, `"1m"`).
@@ -449,6 +468,17 @@ impl Route {
             rewrite_prefix: None,
             preserve_host: false,
             rewrite_redirects: false,
+            rewrite_cookie_path: None,
+            rewrite_cookie_domain: None,
+        }
+    }
+}
+
+impl CookieRewrite {
+    pub fn new(from: impl Into<String>, to: impl Into<String>) -> Self {
+        CookieRewrite {
+            from: from.into(),
+            to: to.into(),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::model::{
-    Cluster, Config, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
+    Cluster, Config, CookieRewrite, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
     RetryPolicy, Route,
 };
 use crate::snapshot::Snapshot;
@@ -115,6 +115,26 @@ impl From<&Route> for v1::Route {
             rewrite_prefix: r.rewrite_prefix.clone(),
             preserve_host: r.preserve_host,
             rewrite_redirects: r.rewrite_redirects,
+            rewrite_cookie_path: r.rewrite_cookie_path.as_ref().map(v1::CookieRewrite::from),
+            rewrite_cookie_domain: r.rewrite_cookie_domain.as_ref().map(v1::CookieRewrite::from),
+        }
+    }
+}
+
+impl From<&CookieRewrite> for v1::CookieRewrite {
+    fn from(r: &CookieRewrite) -> Self {
+        v1::CookieRewrite {
+            from: r.from.clone(),
+            to: r.to.clone(),
+        }
+    }
+}
+
+impl From<v1::CookieRewrite> for CookieRewrite {
+    fn from(r: v1::CookieRewrite) -> Self {
+        CookieRewrite {
+            from: r.from,
+            to: r.to,
         }
     }
 }
@@ -229,6 +249,8 @@ impl From<v1::Route> for Route {
             rewrite_prefix: r.rewrite_prefix,
             preserve_host: r.preserve_host,
             rewrite_redirects: r.rewrite_redirects,
+            rewrite_cookie_path: r.rewrite_cookie_path.map(CookieRewrite::from),
+            rewrite_cookie_domain: r.rewrite_cookie_domain.map(CookieRewrite::from),
         }
     }
 }
@@ -253,6 +275,8 @@ mod tests {
         let mut route = Route::new("web", "/app/", "mycluster");
         route.rewrite_prefix = Some("/".into());
         route.host = Some("example.com".into());
+        route.rewrite_cookie_path = Some(CookieRewrite::new("/app/", "/"));
+        route.rewrite_cookie_domain = Some(CookieRewrite::new("backend", "example.com"));
         let snapshot = Snapshot::new(
             7,
             "store",

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use http::Uri;
 
-use crate::model::{Cluster, Config, HealthCheck, Member, OutlierDetection, RetryPolicy, Route};
+use crate::model::{Cluster, Config, CookieRewrite, HealthCheck, Member, OutlierDetection, RetryPolicy, Route};
 use crate::text::quoted;
 
 /// Why a change was refused; the kind decides the HTTP status the API answers.
@@ -364,6 +364,57 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
     }
     validate_name("cluster", &route.cluster)
         .map_err(|e| ConfigError::invalid(format!("route {name}: {}", e.message)))?;
+    if let Some(rewrite) = &route.rewrite_cookie_path {
+        validate_cookie_rewrite("rewrite_cookie_path", rewrite, cookie_path_ok)
+            .map_err(|e| ConfigError::invalid(format!("route {name}: {}", e.message)))?;
+    }
+    if let Some(rewrite) = &route.rewrite_cookie_domain {
+        validate_cookie_rewrite("rewrite_cookie_domain", rewrite, cookie_domain_ok)
+            .map_err(|e| ConfigError::invalid(format!("route {name}: {}", e.message)))?;
+    }
+    Ok(())
+}
+
+/// A cookie `Path` a rewrite may name: starts with '/', and holds no
+/// character that would end the attribute or the header (`;`, `,`, spaces,
+/// control characters).
+fn cookie_path_ok(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= 1024
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+}
+
+/// A cookie `Domain` a rewrite may name: a host name (letters, digits, '-',
+/// '.'), a leading '.' allowed as Apache and old browsers write it.
+fn cookie_domain_ok(domain: &str) -> bool {
+    let name = domain.strip_prefix('.').unwrap_or(domain);
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn validate_cookie_rewrite(
+    field: &str,
+    rewrite: &CookieRewrite,
+    ok: fn(&str) -> bool,
+) -> Result<(), ConfigError> {
+    for (side, value) in [("from", &rewrite.from), ("to", &rewrite.to)] {
+        if !ok(value) {
+            let expected = if field == "rewrite_cookie_path" {
+                "a path starting with '/' with no spaces, ';' or ','"
+            } else {
+                "a host name (letters, digits, '-', '.')"
+            };
+            return Err(ConfigError::invalid(format!(
+                "{field} {side} {} must be {expected}",
+                quoted(value)
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -496,6 +547,26 @@ mod tests {
             let mut route = Route::new("r", "/", "c");
             route.rewrite_prefix = Some(bad.into());
             assert!(normalize_route(&mut route).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cookie_rewrites_are_checked() {
+        let mut route = Route::new("r", "/", "c");
+        route.rewrite_cookie_path = Some(CookieRewrite::new("/app/", "/"));
+        route.rewrite_cookie_domain = Some(CookieRewrite::new("backend.internal", ".example.com"));
+        normalize_route(&mut route).unwrap();
+        for (from, to) in [("app", "/"), ("/a;b", "/"), ("/", "/a b"), ("/", "")] {
+            let mut route = Route::new("r", "/", "c");
+            route.rewrite_cookie_path = Some(CookieRewrite::new(from, to));
+            let err = normalize_route(&mut route).unwrap_err();
+            assert!(err.message.contains("rewrite_cookie_path"), "{err}");
+        }
+        for (from, to) in [("", "a"), ("a", "b c"), ("a;b", "a"), (".", "a")] {
+            let mut route = Route::new("r", "/", "c");
+            route.rewrite_cookie_domain = Some(CookieRewrite::new(from, to));
+            let err = normalize_route(&mut route).unwrap_err();
+            assert!(err.message.contains("rewrite_cookie_domain"), "{err}");
         }
     }
 

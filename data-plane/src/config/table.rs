@@ -9,6 +9,7 @@ use switchyard_shared::validate::{self, ConfigError};
 use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, RetryPolicy, Snapshot};
 
 use crate::config::routing::Router;
+use crate::config::cookie::CookieRewrites;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
 
 /// One version of the config, ready to serve.
@@ -31,6 +32,9 @@ pub struct RouteEntry {
     pub rewrite_prefix: Option<String>,
     pub preserve_host: bool,
     pub rewrite_redirects: bool,
+    /// `Set-Cookie` `Path`/`Domain` rewrites; `None` (the usual case) costs
+    /// the response path one branch.
+    pub rewrite_cookies: Option<Box<CookieRewrites>>,
 }
 
 #[derive(Debug)]
@@ -133,6 +137,10 @@ pub fn compile(
             rewrite_prefix: route.rewrite_prefix.clone(),
             preserve_host: route.preserve_host,
             rewrite_redirects: route.rewrite_redirects,
+            rewrite_cookies: CookieRewrites::compile(
+                route.rewrite_cookie_path.as_ref(),
+                route.rewrite_cookie_domain.as_ref(),
+            ),
         });
     }
     let table = Table {

@@ -546,7 +546,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Step 5: the member's response on its way back, hop-by-hop headers removed
-/// and its redirects rewritten to the client-facing address when asked.
+/// and its redirects (and cookies' `Path`/`Domain`) rewritten to the
+/// client-facing address when asked.
 fn respond(
     head: ResponseHead,
     exchange: Exchange,
@@ -573,6 +574,9 @@ fn respond(
                 parts.headers.insert(name.clone(), value);
             }
         }
+    }
+    if let Some(cookies) = &route.rewrite_cookies {
+        cookies.apply(&mut parts.headers);
     }
     Response::from_parts(parts, body)
 }
