@@ -194,7 +194,10 @@ mod tests {
         let Some(Command::ImportApache(import)) = args.command else {
             panic!("no subcommand");
         };
-        assert_eq!(import.files, vec![PathBuf::from("a.conf"), PathBuf::from("b.conf")]);
+        assert_eq!(
+            import.files,
+            vec![PathBuf::from("a.conf"), PathBuf::from("b.conf")]
+        );
         assert!(import.dry_run);
         assert!(Args::try_parse_from(["cp", "import-apache"]).is_err());
         assert!(Args::try_parse_from(["cp", "import-apache", "a.conf", "--dry-run"]).is_err());

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::model::{
-    Cluster, Config, CookieRewrite, Dur, HealthCheck, Member, MemberState, OutlierDetection, Policy, RetryOn,
-    RetryPolicy, Route,
+    Cluster, Config, CookieRewrite, Dur, HealthCheck, Member, MemberState, OutlierDetection,
+    Policy, RetryOn, RetryPolicy, Route,
 };
 use crate::snapshot::Snapshot;
 use crate::text::quoted;
@@ -116,7 +116,10 @@ impl From<&Route> for v1::Route {
             preserve_host: r.preserve_host,
             rewrite_redirects: r.rewrite_redirects,
             rewrite_cookie_path: r.rewrite_cookie_path.as_ref().map(v1::CookieRewrite::from),
-            rewrite_cookie_domain: r.rewrite_cookie_domain.as_ref().map(v1::CookieRewrite::from),
+            rewrite_cookie_domain: r
+                .rewrite_cookie_domain
+                .as_ref()
+                .map(v1::CookieRewrite::from),
         }
     }
 }

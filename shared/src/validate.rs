@@ -6,7 +6,9 @@ use std::collections::HashSet;
 
 use http::Uri;
 
-use crate::model::{Cluster, Config, CookieRewrite, HealthCheck, Member, OutlierDetection, RetryPolicy, Route};
+use crate::model::{
+    Cluster, Config, CookieRewrite, HealthCheck, Member, OutlierDetection, RetryPolicy, Route,
+};
 use crate::text::quoted;
 
 /// Why a change was refused; the kind decides the HTTP status the API answers.

@@ -133,7 +133,10 @@ impl Loader {
             let paths = glob::glob(&text).map_err(|e| {
                 ImportError::new(at, format!("include pattern {}: {e}", quoted(pattern)))
             })?;
-            let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            let mut files: Vec<PathBuf> = paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
             files.sort();
             if files.is_empty() && !optional {
                 return Err(ImportError::new(

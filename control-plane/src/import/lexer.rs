@@ -93,7 +93,8 @@ mod tests {
 
     #[test]
     fn comments_blank_lines_and_continuations() {
-        let text = "# a comment\n\n  ProxyPass / \\\nhttp://a:1/\r\n\t# indented comment\nServerName x\\";
+        let text =
+            "# a comment\n\n  ProxyPass / \\\nhttp://a:1/\r\n\t# indented comment\nServerName x\\";
         let got = lines(text);
         assert_eq!(
             got,
@@ -119,7 +120,13 @@ mod tests {
     fn quoted_words() {
         assert_eq!(
             words(r#"ProxyPass  "/a b/"  'http://x:1/' "q\"uote" un"quoted""#),
-            vec!["ProxyPass", "/a b/", "http://x:1/", "q\"uote", "un\"quoted\""]
+            vec![
+                "ProxyPass",
+                "/a b/",
+                "http://x:1/",
+                "q\"uote",
+                "un\"quoted\""
+            ]
         );
         assert_eq!(words(r#"A "unclosed quote"#), vec!["A", "unclosed quote"]);
         assert_eq!(words(r"A b\c"), vec!["A", r"b\c"]);

@@ -129,8 +129,7 @@ async fn apply(
         ));
     }
     let endpoint = format!("{base}/api/v1/config");
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let (status, body) = call(&client, Method::GET, &endpoint, Bytes::new(), API_TIMEOUT).await?;
     if status != StatusCode::OK {
         return Err(format!("GET {endpoint} answered {status}: {}", text(&body)));
@@ -165,7 +164,10 @@ async fn apply(
     };
     let (status, answer) = call(&client, Method::PUT, &target, Bytes::from(body), limit).await?;
     if status != StatusCode::OK {
-        return Err(format!("PUT {endpoint} answered {status}: {}", text(&answer)));
+        return Err(format!(
+            "PUT {endpoint} answered {status}: {}",
+            text(&answer)
+        ));
     }
     let applied = serde_json::from_slice::<Value>(&answer)
         .ok()
@@ -203,9 +205,12 @@ async fn call(
             .to_bytes();
         Ok((status, body))
     };
-    tokio::time::timeout(limit, exchange)
-        .await
-        .map_err(|_| format!("{method} {url}: no answer within {}", humantime::format_duration(limit)))?
+    tokio::time::timeout(limit, exchange).await.map_err(|_| {
+        format!(
+            "{method} {url}: no answer within {}",
+            humantime::format_duration(limit)
+        )
+    })?
 }
 
 fn text(body: &[u8]) -> String {
@@ -219,13 +224,23 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     let clusters = |c: &Config| {
         c.clusters
             .iter()
-            .map(|x| (x.name.clone(), serde_json::to_value(x).unwrap_or(Value::Null)))
+            .map(|x| {
+                (
+                    x.name.clone(),
+                    serde_json::to_value(x).unwrap_or(Value::Null),
+                )
+            })
             .collect::<Vec<_>>()
     };
     let routes = |c: &Config| {
         c.routes
             .iter()
-            .map(|x| (x.name.clone(), serde_json::to_value(x).unwrap_or(Value::Null)))
+            .map(|x| {
+                (
+                    x.name.clone(),
+                    serde_json::to_value(x).unwrap_or(Value::Null),
+                )
+            })
             .collect::<Vec<_>>()
     };
     diff_named("cluster", &clusters(old), &clusters(new), &mut out);

@@ -43,7 +43,10 @@ pub fn parse(text: &str, file: &Arc<str>) -> Result<Vec<Node>, ImportError> {
         };
         if let Some(rest) = line.text.strip_prefix("</") {
             let name = rest.strip_suffix('>').ok_or_else(|| {
-                ImportError::new(&at, format!("{} is missing its closing '>'", quoted(&line.text)))
+                ImportError::new(
+                    &at,
+                    format!("{} is missing its closing '>'", quoted(&line.text)),
+                )
             })?;
             let name = name.trim();
             let Some((mut open, children)) = stack.pop() else {
@@ -77,7 +80,10 @@ pub fn parse(text: &str, file: &Arc<str>) -> Result<Vec<Node>, ImportError> {
             })?;
             let mut words = lexer::words(inner);
             if words.is_empty() || inner.starts_with(char::is_whitespace) {
-                return Err(ImportError::new(&at, "a section without a name ('<' alone)"));
+                return Err(ImportError::new(
+                    &at,
+                    "a section without a name ('<' alone)",
+                ));
             }
             let name = words.remove(0);
             if stack.len() >= MAX_DEPTH {
@@ -157,9 +163,16 @@ mod tests {
     #[test]
     fn unclosed_and_mismatched_sections_are_refused_with_their_line() {
         let err = parse("<VirtualHost *:80>\nProxyPass / http://a:1/\n", &file()).unwrap_err();
-        assert_eq!(err.to_string(), "site.conf:1: <VirtualHost> is never closed (no </VirtualHost>)");
+        assert_eq!(
+            err.to_string(),
+            "site.conf:1: <VirtualHost> is never closed (no </VirtualHost>)"
+        );
         let err = parse("<VirtualHost *:80>\n</Location>\n", &file()).unwrap_err();
-        assert!(err.to_string().starts_with("site.conf:2: </Location> does not close <VirtualHost>"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("site.conf:2: </Location> does not close <VirtualHost>"),
+            "{err}"
+        );
         let err = parse("</Proxy>\n", &file()).unwrap_err();
         assert!(err.to_string().contains("never opened"), "{err}");
         let err = parse("<VirtualHost *:80\n", &file()).unwrap_err();

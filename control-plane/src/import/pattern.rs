@@ -72,7 +72,9 @@ fn finish(prefix: String, upstream: String) -> Result<(String, String), String> 
         upstream
     };
     if !upstream.starts_with('/') {
-        return Err(format!("the target path {upstream:?} does not start with '/'"));
+        return Err(format!(
+            "the target path {upstream:?} does not start with '/'"
+        ));
     }
     Ok((prefix, upstream))
 }
@@ -120,7 +122,10 @@ mod tests {
         assert_eq!(ok("^/api/(.*)", "/v1/$1"), ("/api/".into(), "/v1/".into()));
         assert_eq!(ok("^/app/(.*)$", "$1"), ("/app/".into(), "/".into()));
         assert_eq!(ok("^(/api/.*)$", "$1"), ("/api/".into(), "/api/".into()));
-        assert_eq!(ok("^(/api/.*)$", "/base/$1"), ("/api/".into(), "/base/api/".into()));
+        assert_eq!(
+            ok("^(/api/.*)$", "/base/$1"),
+            ("/api/".into(), "/base/api/".into())
+        );
         assert_eq!(ok(r"^/a\.b/(.*)$", "/$1"), ("/a.b/".into(), "/".into()));
     }
 

@@ -12,7 +12,7 @@ mod params;
 use std::collections::{HashMap, HashSet};
 
 use switchyard_shared::text::quoted;
-use switchyard_shared::validate::{parse_member_url, validate_config};
+use switchyard_shared::validate::{normalize_route, parse_member_url, validate_config};
 use switchyard_shared::{Cluster, Config, CookieRewrite, Dur, Member, Route};
 
 use super::parser::Node;
@@ -38,8 +38,9 @@ enum Context {
     Location(usize),
     /// A `<Proxy balancer://…>`: index into `Translator::clusters`.
     Balancer(usize),
-    /// A `<Proxy URL>` of one worker (not a balancer).
-    Worker,
+    /// A `<Proxy URL>` of one worker (not a balancer): index into
+    /// `Translator::workers`.
+    Worker(usize),
 }
 
 /// The main server (0) or one `<VirtualHost>`.
@@ -130,6 +131,8 @@ struct Translator {
     /// Balancer name, or `scheme://authority` of a direct worker → cluster index.
     by_key: HashMap<String, usize>,
     mappings: Vec<Mapping>,
+    /// The URLs of `<Proxy URL>` sections.
+    workers: Vec<String>,
     warnings: Vec<Warning>,
 }
 
@@ -151,7 +154,11 @@ fn on_off(node: &Node) -> Result<bool, ImportError> {
         "off" => Ok(false),
         _ => Err(ImportError::new(
             &node.at,
-            format!("{} must be On or Off, not {}", node.name, quoted(&node.args[0])),
+            format!(
+                "{} must be On or Off, not {}",
+                node.name,
+                quoted(&node.args[0])
+            ),
         )),
     }
 }
@@ -278,7 +285,12 @@ impl Translator {
                         self.clusters[index].defined = true;
                         self.walk(children, scope, Context::Balancer(index))
                     }
-                    None => self.walk(children, scope, Context::Worker),
+                    None => {
+                        let url = node.args[0].trim_end_matches('*').to_owned();
+                        self.workers.push(url);
+                        let index = self.workers.len() - 1;
+                        self.walk(children, scope, Context::Worker(index))
+                    }
                 }
             }
             "location" => {
@@ -303,7 +315,12 @@ impl Translator {
         }
     }
 
-    fn directive(&mut self, node: &Node, scope: usize, context: Context) -> Result<(), ImportError> {
+    fn directive(
+        &mut self,
+        node: &Node,
+        scope: usize,
+        context: Context,
+    ) -> Result<(), ImportError> {
         let name = node.name.to_ascii_lowercase();
         match (name.as_str(), context) {
             ("servername", Context::Server) => {
@@ -354,7 +371,10 @@ impl Translator {
                     _ => self.scopes[scope].preserve_host = Some(on),
                 }
             }
-            ("proxypassreversecookiepath" | "proxypassreversecookiedomain", Context::Server | Context::Location(_)) => {
+            (
+                "proxypassreversecookiepath" | "proxypassreversecookiedomain",
+                Context::Server | Context::Location(_),
+            ) => {
                 self.cookie(node, scope, context, name == "proxypassreversecookiepath")?;
             }
             ("proxytimeout", Context::Server) => {
@@ -417,7 +437,11 @@ impl Translator {
 
     fn new_draft(&mut self, key: String, name: &str, at: &Location, balancer: bool) -> usize {
         let mut name = name.to_owned();
-        let taken: HashSet<&str> = self.clusters.iter().map(|d| d.cluster.name.as_str()).collect();
+        let taken: HashSet<&str> = self
+            .clusters
+            .iter()
+            .map(|d| d.cluster.name.as_str())
+            .collect();
         if taken.contains(name.as_str()) {
             let base = name.clone();
             let mut n = 2;
@@ -446,11 +470,7 @@ impl Translator {
 
     /// The cluster a `ProxyPass` URL leads to and the path it carries:
     /// `Ok(None)` (with a warning) for a scheme Switchyard does not proxy.
-    fn target(
-        &mut self,
-        url: &str,
-        node: &Node,
-    ) -> Result<Option<(usize, String)>, ImportError> {
+    fn target(&mut self, url: &str, node: &Node) -> Result<Option<(usize, String)>, ImportError> {
         if let Some(rest) = url.strip_prefix("balancer://") {
             let (name, path) = split_path(rest);
             if name.is_empty() {
@@ -479,7 +499,11 @@ impl Translator {
                         node.name
                     ),
                 );
-                if scheme == "ws" { "http".into() } else { "https".into() }
+                if scheme == "ws" {
+                    "http".into()
+                } else {
+                    "https".into()
+                }
             }
             _ => {
                 self.warn(
@@ -502,7 +526,10 @@ impl Translator {
             Some(&index) => index,
             None => {
                 let index = self.new_draft(key, &sanitize(&addr.authority()), &node.at, false);
-                self.clusters[index].cluster.members.push(Member::new(member_url));
+                self.clusters[index]
+                    .cluster
+                    .members
+                    .push(Member::new(member_url));
                 self.clusters[index].member_paths.push(String::new());
                 self.clusters[index].member_routes.push(None);
                 index
@@ -511,13 +538,21 @@ impl Translator {
         Ok(Some((index, path.to_owned())))
     }
 
-    fn proxy_pass(&mut self, node: &Node, scope: usize, context: Context) -> Result<(), ImportError> {
+    fn proxy_pass(
+        &mut self,
+        node: &Node,
+        scope: usize,
+        context: Context,
+    ) -> Result<(), ImportError> {
         let (path, rest) = match context {
             Context::Location(l) => (self.locations[l].path.clone(), node.args.as_slice()),
             _ => match node.args.split_first() {
                 Some((path, rest)) => (path.clone(), rest),
                 None => {
-                    return Err(ImportError::new(&node.at, "ProxyPass needs a path and a URL"));
+                    return Err(ImportError::new(
+                        &node.at,
+                        "ProxyPass needs a path and a URL",
+                    ));
                 }
             },
         };
@@ -540,7 +575,10 @@ impl Translator {
         if !path.starts_with('/') {
             self.warn(
                 &node.at,
-                format!("ProxyPass {} not translated: a route's path must start with '/'", quoted(&path)),
+                format!(
+                    "ProxyPass {} not translated: a route's path must start with '/'",
+                    quoted(&path)
+                ),
             );
             return Ok(());
         }
@@ -583,14 +621,22 @@ impl Translator {
     }
 
     /// The key=value parameters (and flags) after a `ProxyPass` URL.
-    fn pass_params(&mut self, node: &Node, cluster: usize, params: &[String]) -> Result<(), ImportError> {
+    fn pass_params(
+        &mut self,
+        node: &Node,
+        cluster: usize,
+        params: &[String],
+    ) -> Result<(), ImportError> {
         let balancer = self.clusters[cluster].balancer;
         for param in params {
             match param.to_ascii_lowercase().as_str() {
                 "nocanon" | "interpolate" | "noquery" => {
                     self.warn(
                         &node.at,
-                        format!("{} flag {param} not translated: Switchyard has no equivalent", node.name),
+                        format!(
+                            "{} flag {param} not translated: Switchyard has no equivalent",
+                            node.name
+                        ),
                     );
                     continue;
                 }
@@ -703,7 +749,11 @@ impl Translator {
             .filter(|f| !matches!(f.as_str(), "P" | "PROXY" | "L" | "LAST" | "QSA" | "NE"))
             .collect();
         if !others.is_empty() {
-            let list = others.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",");
+            let list = others
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
             self.warn(
                 &node.at,
                 format!("RewriteRule flags {list} not translated: Switchyard has no equivalent"),
@@ -720,7 +770,12 @@ impl Translator {
         self.regex_mapping(node, scope, &pattern, &url, &[])
     }
 
-    fn proxy_pass_reverse(&mut self, node: &Node, scope: usize, context: Context) -> Result<(), ImportError> {
+    fn proxy_pass_reverse(
+        &mut self,
+        node: &Node,
+        scope: usize,
+        context: Context,
+    ) -> Result<(), ImportError> {
         match context {
             Context::Location(l) => {
                 arity(node, 1, 2, "a URL")?;
@@ -742,10 +797,26 @@ impl Translator {
         Ok(())
     }
 
-    fn cookie(&mut self, node: &Node, scope: usize, context: Context, path: bool) -> Result<(), ImportError> {
+    fn cookie(
+        &mut self,
+        node: &Node,
+        scope: usize,
+        context: Context,
+        path: bool,
+    ) -> Result<(), ImportError> {
         arity(node, 2, 3, "an internal and a public value")?;
-        if node.args.get(2).is_some_and(|a| a.eq_ignore_ascii_case("interpolate")) {
-            self.warn(&node.at, format!("{} interpolate not translated: values are taken as written", node.name));
+        if node
+            .args
+            .get(2)
+            .is_some_and(|a| a.eq_ignore_ascii_case("interpolate"))
+        {
+            self.warn(
+                &node.at,
+                format!(
+                    "{} interpolate not translated: values are taken as written",
+                    node.name
+                ),
+            );
         }
         let rewrite = CookieRewrite::new(node.args[0].clone(), node.args[1].clone());
         let slot = match (context, path) {
@@ -757,7 +828,10 @@ impl Translator {
         if slot.is_some() {
             self.warn(
                 &node.at,
-                format!("a second {} in the same scope not translated: a route rewrites one value", node.name),
+                format!(
+                    "a second {} in the same scope not translated: a route rewrites one value",
+                    node.name
+                ),
             );
             return Ok(());
         }
@@ -830,7 +904,9 @@ impl Translator {
         }
         let draft = &mut self.clusters[cluster];
         draft.cluster.members.push(Member::new(member_url));
-        draft.member_paths.push(path.trim_end_matches('/').to_owned());
+        draft
+            .member_paths
+            .push(path.trim_end_matches('/').to_owned());
         draft.member_routes.push(None);
         let member = draft.cluster.members.len() - 1;
         for param in params {
@@ -851,12 +927,16 @@ impl Translator {
     }
 
     fn proxy_set(&mut self, node: &Node, context: Context) -> Result<(), ImportError> {
-        let (target, params) = match node.args.first() {
-            Some(first) if first.contains("://") => (Some(first.clone()), &node.args[1..]),
+        let (target, params) = match (node.args.first(), context) {
+            (Some(first), _) if first.contains("://") => (Some(first.clone()), &node.args[1..]),
+            (_, Context::Worker(w)) => (self.workers.get(w).cloned(), node.args.as_slice()),
             _ => (None, node.args.as_slice()),
         };
         if params.is_empty() {
-            return Err(ImportError::new(&node.at, "ProxySet needs key=value parameters"));
+            return Err(ImportError::new(
+                &node.at,
+                "ProxySet needs key=value parameters",
+            ));
         }
         let cluster = match (&target, context) {
             (Some(url), _) if url.starts_with("balancer://") => Some(self.balancer_arg(url, node)?),
@@ -955,6 +1035,10 @@ impl Translator {
                 );
                 continue;
             }
+            if let Err(e) = normalize_route(&mut route.clone()) {
+                self.warn(&at, format!("route not translated: {}", e.message));
+                continue;
+            }
             seen.insert(key, at);
             route.name = unique(&route.name, &names);
             names.insert(route.name.clone());
@@ -967,7 +1051,10 @@ impl Translator {
         }
         validate_config(&mut config).map_err(|e| ImportError {
             at: None,
-            reason: format!("the translated config does not pass validation: {}", e.message),
+            reason: format!(
+                "the translated config does not pass validation: {}",
+                e.message
+            ),
         })?;
         Ok(Imported {
             config,
@@ -1105,7 +1192,13 @@ fn common_path(paths: &[String]) -> String {
 fn sanitize(text: &str) -> String {
     let mut out: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     if out.is_empty() {
@@ -1116,7 +1209,11 @@ fn sanitize(text: &str) -> String {
 
 fn route_name(label: &str, path: &str) -> String {
     let trimmed = path.trim_matches('/');
-    let part = if trimmed.is_empty() { "root".to_owned() } else { sanitize(trimmed) };
+    let part = if trimmed.is_empty() {
+        "root".to_owned()
+    } else {
+        sanitize(trimmed)
+    };
     let mut name = format!("{label}-{part}");
     name.truncate(60);
     name
@@ -1138,14 +1235,20 @@ fn is_route_cookie_header(node: &Node) -> Option<String> {
     let [action, header, value, rest @ ..] = node.args.as_slice() else {
         return None;
     };
-    let action_ok = matches!(action.to_ascii_lowercase().as_str(), "add" | "set" | "append");
+    let action_ok = matches!(
+        action.to_ascii_lowercase().as_str(),
+        "add" | "set" | "append"
+    );
     if !action_ok || !header.eq_ignore_ascii_case("set-cookie") {
         return None;
     }
     if !value.contains("%{BALANCER_WORKER_ROUTE}e") {
         return None;
     }
-    if !rest.iter().all(|r| r.eq_ignore_ascii_case("env=BALANCER_ROUTE_CHANGED")) {
+    if !rest
+        .iter()
+        .all(|r| r.eq_ignore_ascii_case("env=BALANCER_ROUTE_CHANGED"))
+    {
         return None;
     }
     let (name, _) = value.split_once('=')?;

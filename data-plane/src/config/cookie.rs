@@ -141,7 +141,10 @@ mod tests {
             r.rewrite("sid=1; Path=/app/cart; HttpOnly").as_deref(),
             Some("sid=1; Path=/cart; HttpOnly")
         );
-        assert_eq!(r.rewrite("sid=1; path=/app/").as_deref(), Some("sid=1; path=/"));
+        assert_eq!(
+            r.rewrite("sid=1; path=/app/").as_deref(),
+            Some("sid=1; path=/")
+        );
         // Not under the prefix, or no Path at all: unchanged.
         assert_eq!(r.rewrite("sid=1; Path=/other"), None);
         assert_eq!(r.rewrite("sid=1; Secure"), None);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use switchyard_shared::validate::{self, ConfigError};
 use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, RetryPolicy, Snapshot};
 
-use crate::config::routing::Router;
 use crate::config::cookie::CookieRewrites;
+use crate::config::routing::Router;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
 
 /// One version of the config, ready to serve.

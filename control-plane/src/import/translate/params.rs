@@ -77,7 +77,9 @@ pub(super) fn key_value<'a>(node: &Node, param: &'a str) -> Result<(String, &'a 
 /// Apache's `ap_timeout_parameter_parse`: a whole number with an optional
 /// unit (`ms`, `s`, `mi`, `h`), seconds when none.
 pub fn parse_apache_duration(text: &str) -> Option<Duration> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let n: u64 = number.parse().ok()?;
     let ms = match unit.to_ascii_lowercase().as_str() {
@@ -105,7 +107,10 @@ pub(super) fn duration(node: &Node, what: &str, value: &str) -> Result<Dur, Impo
 fn positive(node: &Node, what: &str, value: &str) -> Result<Dur, ImportError> {
     let d = duration(node, what, value)?;
     if d.0.is_zero() {
-        return Err(ImportError::new(&node.at, format!("{what} must be greater than 0")));
+        return Err(ImportError::new(
+            &node.at,
+            format!("{what} must be greater than 0"),
+        ));
     }
     Ok(d)
 }
@@ -115,14 +120,23 @@ fn count(node: &Node, what: &str, value: &str) -> Result<u32, ImportError> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(ImportError::new(
             &node.at,
-            format!("{what} must be a whole number of at least 1, not {}", quoted(value)),
+            format!(
+                "{what} must be a whole number of at least 1, not {}",
+                quoted(value)
+            ),
         )),
     }
 }
 
 /// Whether a cluster-wide value given by one member may be set: the first
 /// value wins; a different one later is warned about.
-fn first_wins(t: &mut Translator, cluster: usize, key: &'static str, value: &str, node: &Node) -> bool {
+fn first_wins(
+    t: &mut Translator,
+    cluster: usize,
+    key: &'static str,
+    value: &str,
+    node: &Node,
+) -> bool {
     let draft = &mut t.clusters[cluster];
     match draft.set_by.get(key) {
         Some((first, _)) if first == value => false,
@@ -135,7 +149,9 @@ fn first_wins(t: &mut Translator, cluster: usize, key: &'static str, value: &str
             false
         }
         None => {
-            draft.set_by.insert(key, (value.to_owned(), node.at.clone()));
+            draft
+                .set_by
+                .insert(key, (value.to_owned(), node.at.clone()));
             true
         }
     }
@@ -191,8 +207,16 @@ pub(super) fn worker_param(
         "hcmethod" => {
             let method = value.to_ascii_uppercase();
             let known = [
-                "NONE", "TCP", "OPTIONS", "HEAD", "GET", "CPING", "PROVIDER", "OPTIONS11",
-                "HEAD11", "GET11",
+                "NONE",
+                "TCP",
+                "OPTIONS",
+                "HEAD",
+                "GET",
+                "CPING",
+                "PROVIDER",
+                "OPTIONS11",
+                "HEAD11",
+                "GET11",
             ];
             if !known.contains(&method.as_str()) {
                 return Err(ImportError::new(
@@ -234,7 +258,10 @@ pub(super) fn worker_param(
         }
         _ if WORKER_UNTRANSLATED.contains(&key) => t.warn(
             &node.at,
-            format!("{} parameter {key}={value} not translated: Switchyard has no equivalent", node.name),
+            format!(
+                "{} parameter {key}={value} not translated: Switchyard has no equivalent",
+                node.name
+            ),
         ),
         _ => {
             return Err(ImportError::new(
@@ -251,7 +278,10 @@ fn loadfactor(node: &Node, value: &str) -> Result<u32, ImportError> {
     let bad = || {
         ImportError::new(
             &node.at,
-            format!("loadfactor must be a number from 1 to 100, not {}", quoted(value)),
+            format!(
+                "loadfactor must be a number from 1 to 100, not {}",
+                quoted(value)
+            ),
         )
     };
     let number: f64 = value.parse().map_err(|_| bad())?;
@@ -296,7 +326,11 @@ fn status(t: &mut Translator, node: &Node, value: &str) -> Result<MemberState, I
             _ => {
                 return Err(ImportError::new(
                     &node.at,
-                    format!("unknown status parameter option {} in {}", quoted(&c.to_string()), quoted(value)),
+                    format!(
+                        "unknown status parameter option {} in {}",
+                        quoted(&c.to_string()),
+                        quoted(value)
+                    ),
                 ));
             }
         }
@@ -315,10 +349,16 @@ pub(super) fn balancer_param(
     match key {
         "lbmethod" => {
             let method = value.to_ascii_lowercase();
-            if !matches!(method.as_str(), "byrequests" | "bybusyness" | "bytraffic" | "heartbeat") {
+            if !matches!(
+                method.as_str(),
+                "byrequests" | "bybusyness" | "bytraffic" | "heartbeat"
+            ) {
                 return Err(ImportError::new(
                     &node.at,
-                    format!("unknown lbmethod {} (byrequests, bybusyness, bytraffic or heartbeat)", quoted(value)),
+                    format!(
+                        "unknown lbmethod {} (byrequests, bybusyness, bytraffic or heartbeat)",
+                        quoted(value)
+                    ),
                 ));
             }
             t.clusters[cluster].lbmethod = Some((method, node.at.clone()));
@@ -336,7 +376,10 @@ pub(super) fn balancer_param(
         }
         "maxattempts" => {
             let n: u32 = value.parse().map_err(|_| {
-                ImportError::new(&node.at, format!("maxattempts must be a whole number, not {}", quoted(value)))
+                ImportError::new(
+                    &node.at,
+                    format!("maxattempts must be a whole number, not {}", quoted(value)),
+                )
             })?;
             if n > MAX_RETRIES {
                 t.warn(
@@ -348,7 +391,10 @@ pub(super) fn balancer_param(
         }
         _ if BALANCER_UNTRANSLATED.contains(&key) => t.warn(
             &node.at,
-            format!("{} parameter {key}={value} not translated: Switchyard has no equivalent", node.name),
+            format!(
+                "{} parameter {key}={value} not translated: Switchyard has no equivalent",
+                node.name
+            ),
         ),
         _ => {
             return Err(ImportError::new(
@@ -366,7 +412,10 @@ pub(super) fn finish_cluster(t: &mut Translator, draft: Draft) -> Result<Cluster
     let health = draft.health;
     match &health.method {
         Some((method, at)) if method != "NONE" => {
-            let translated = matches!(method.as_str(), "GET" | "GET11" | "HEAD" | "HEAD11" | "OPTIONS" | "OPTIONS11");
+            let translated = matches!(
+                method.as_str(),
+                "GET" | "GET11" | "HEAD" | "HEAD11" | "OPTIONS" | "OPTIONS11"
+            );
             if !translated {
                 t.warn(
                     at,
@@ -374,7 +423,10 @@ pub(super) fn finish_cluster(t: &mut Translator, draft: Draft) -> Result<Cluster
                 );
             } else {
                 if !method.starts_with("GET") {
-                    t.warn(at, format!("hcmethod={method} imported as GET: health checks are HTTP GETs"));
+                    t.warn(
+                        at,
+                        format!("hcmethod={method} imported as GET: health checks are HTTP GETs"),
+                    );
                 }
                 let defaults = HealthCheck::default();
                 cluster.health_check = Some(HealthCheck {
@@ -388,7 +440,11 @@ pub(super) fn finish_cluster(t: &mut Translator, draft: Draft) -> Result<Cluster
             }
         }
         _ => {
-            if health.uri.is_some() || health.interval.is_some() || health.passes.is_some() || health.fails.is_some() {
+            if health.uri.is_some()
+                || health.interval.is_some()
+                || health.passes.is_some()
+                || health.fails.is_some()
+            {
                 t.warn(
                     &draft.at,
                     format!("hcuri/hcinterval/hcpasses/hcfails of cluster {} not translated: without hcmethod Apache runs no check", quoted(&cluster.name)),
@@ -396,7 +452,13 @@ pub(super) fn finish_cluster(t: &mut Translator, draft: Draft) -> Result<Cluster
             }
         }
     }
-    balancing::apply(t, &mut cluster, draft.lbmethod, draft.sticky, draft.member_routes);
+    balancing::apply(
+        t,
+        &mut cluster,
+        draft.lbmethod,
+        draft.sticky,
+        draft.member_routes,
+    );
     Ok(cluster)
 }
 
