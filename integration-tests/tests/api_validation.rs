@@ -320,9 +320,9 @@ fn cases() -> Vec<Case> {
             "unknown policy",
             Method::PUT,
             "/api/v1/clusters/c1",
-            Json(json!({ "policy": "random", "members": [] })),
+            Json(json!({ "policy": "weighted_random", "members": [] })),
             [S::BAD_REQUEST],
-            &["random", "policy"],
+            &["weighted_random", "policy"],
         ),
         case(
             "unreadable duration",
@@ -490,6 +490,135 @@ fn cases() -> Vec<Case> {
             &[says],
         ));
     }
+    let m = |port: u16, route: &str| json!({ "url": format!("http://127.0.0.1:{port}"), "route": route });
+    for (what, body, status, says) in [
+        (
+            "an unknown policy",
+            json!({ "policy": "fastest" }),
+            S::BAD_REQUEST,
+            &["fastest", "policy"][..],
+        ),
+        (
+            "consistent_hash without hash_on",
+            json!({ "policy": "consistent_hash" }),
+            S::BAD_REQUEST,
+            &["\"c1\": policy consistent_hash needs hash_on"][..],
+        ),
+        (
+            "hash_on with round_robin",
+            json!({ "hash_on": "client_ip" }),
+            S::BAD_REQUEST,
+            &["\"c1\": hash_on is only used with policy consistent_hash, not round_robin"][..],
+        ),
+        (
+            "hash_on with least_request",
+            json!({ "policy": "least_request", "hash_on": { "header": "x-user" } }),
+            S::BAD_REQUEST,
+            &["not least_request"][..],
+        ),
+        (
+            "hash_on a header with a space",
+            json!({ "policy": "consistent_hash", "hash_on": { "header": "x user" } }),
+            S::BAD_REQUEST,
+            &["hash_on header \"x user\""][..],
+        ),
+        (
+            "hash_on an empty cookie name",
+            json!({ "policy": "consistent_hash", "hash_on": { "cookie": "" } }),
+            S::BAD_REQUEST,
+            &["hash_on cookie \"\""][..],
+        ),
+        (
+            "hash_on a cookie name of 200 characters",
+            json!({ "policy": "consistent_hash", "hash_on": { "cookie": "c".repeat(200) } }),
+            S::BAD_REQUEST,
+            &["hash_on cookie", "128"][..],
+        ),
+        (
+            "hash_on an unknown key",
+            json!({ "policy": "consistent_hash", "hash_on": { "query": "q" } }),
+            S::BAD_REQUEST,
+            &["query"][..],
+        ),
+        (
+            "hash_on as an array",
+            json!({ "policy": "consistent_hash", "hash_on": ["header", "x"] }),
+            S::BAD_REQUEST,
+            &["hash_on", "sequence"][..],
+        ),
+        (
+            "sticky without a cookie",
+            json!({ "sticky": { "set_cookie": true } }),
+            S::BAD_REQUEST,
+            &["cookie"][..],
+        ),
+        (
+            "sticky with a cookie name with ';'",
+            json!({ "sticky": { "cookie": "a;b" } }),
+            S::BAD_REQUEST,
+            &["sticky cookie \"a;b\""][..],
+        ),
+        (
+            "sticky with a url_parameter with '='",
+            json!({ "sticky": { "cookie": "JSESSIONID", "url_parameter": "a=b" } }),
+            S::BAD_REQUEST,
+            &["sticky url_parameter \"a=b\""][..],
+        ),
+        (
+            "sticky with an unknown field",
+            json!({ "sticky": { "cookie": "JSESSIONID", "domain": "x" } }),
+            S::BAD_REQUEST,
+            &["domain"][..],
+        ),
+        (
+            "sticky as an array",
+            json!({ "sticky": ["JSESSIONID"] }),
+            S::BAD_REQUEST,
+            &["sequence"][..],
+        ),
+        (
+            "a member route with a space",
+            json!({ "members": [m(18081, "node 1")] }),
+            S::BAD_REQUEST,
+            &["route \"node 1\""][..],
+        ),
+        (
+            "an empty member route",
+            json!({ "members": [m(18081, "")] }),
+            S::BAD_REQUEST,
+            &["route \"\""][..],
+        ),
+        (
+            "a member route twice",
+            json!({ "members": [m(18081, "node1"), m(18082, "node1")] }),
+            S::BAD_REQUEST,
+            &["route \"node1\" appears twice"][..],
+        ),
+        (
+            "a member route that is another member's id",
+            json!({ "members": [m(18081, "127.0.0.1-18082"),
+                                { "id": "127.0.0.1-18082", "url": "http://127.0.0.1:18082" }] }),
+            S::BAD_REQUEST,
+            &["by its id"][..],
+        ),
+    ] {
+        cases.push(case(
+            what,
+            Method::PUT,
+            "/api/v1/clusters/c1",
+            Json(body),
+            [status],
+            says,
+        ));
+    }
+    cases.push(case(
+        "a new member whose route another member has",
+        Method::POST,
+        members,
+        Json(json!({ "url": "http://127.0.0.1:18081", "route": "taken" })),
+        [S::BAD_REQUEST],
+        &["route \"taken\" appears twice"],
+    ));
     for url in bad_urls {
         cases.push(case(
             "bad member url in a new member",
@@ -520,7 +649,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     cp.write(
         Method::PUT,
         "/api/v1/clusters/mycluster",
-        Some(&json!({ "members": [ { "url": EXISTING, "weight": 1 } ] })),
+        Some(&json!({ "members": [ { "url": EXISTING, "weight": 1, "route": "taken" } ] })),
     )
     .await;
     cp.write(
@@ -701,6 +830,85 @@ async fn retry_idle_timeout_and_outlier_detection_are_kept_and_shown() {
     }
     // The whole config read back and applied again changes nothing.
     let config = cp.config().await;
+    let again = cp.put("/api/v1/config", &config).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(cp.version().await, version);
+}
+
+/// The balancing fields: defaults shown by GET, values kept as written, and
+/// the whole config applied again changes nothing.
+#[tokio::test]
+async fn policy_hash_on_sticky_and_routes_are_kept_and_shown() {
+    let dir = TestDir::new("api-policy-fields");
+    let cp = spawn_control_plane(dir.path()).await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/clusters/plain",
+        Some(&json!({ "members": [ { "url": EXISTING } ] })),
+    )
+    .await;
+    let plain = cp.get("/api/v1/clusters/plain").await.json();
+    assert_eq!(plain["policy"], "round_robin");
+    assert_eq!(plain["hash_on"], Value::Null);
+    assert_eq!(plain["sticky"], Value::Null);
+    assert_eq!(plain["members"][0]["route"], Value::Null);
+
+    for (name, set) in [
+        (
+            "hashed",
+            json!({ "policy": "consistent_hash", "hash_on": { "cookie": "user" },
+                    "sticky": { "cookie": "JSESSIONID", "url_parameter": "jsessionid", "set_cookie": true } }),
+        ),
+        (
+            "by_header",
+            json!({ "policy": "consistent_hash", "hash_on": { "header": "X-User" } }),
+        ),
+        (
+            "by_ip",
+            json!({ "policy": "consistent_hash", "hash_on": "client_ip" }),
+        ),
+        ("least", json!({ "policy": "least_request" })),
+        (
+            "random",
+            json!({ "policy": "random", "sticky": { "cookie": "SID" } }),
+        ),
+    ] {
+        let mut body = set.clone();
+        body["members"] = json!([ { "url": EXISTING, "route": "node1" },
+                                  { "url": "http://127.0.0.1:18081" } ]);
+        cp.write(
+            Method::PUT,
+            &format!("/api/v1/clusters/{name}"),
+            Some(&body),
+        )
+        .await;
+        let shown = cp.get(&format!("/api/v1/clusters/{name}")).await.json();
+        for field in ["policy", "hash_on"] {
+            assert_eq!(
+                shown[field],
+                set.get(field).cloned().unwrap_or(Value::Null),
+                "{name} {field}"
+            );
+        }
+        if let Some(sticky) = set.get("sticky") {
+            assert_eq!(shown["sticky"]["cookie"], sticky["cookie"], "{name}");
+            assert_eq!(
+                shown["sticky"]["set_cookie"],
+                sticky.get("set_cookie").cloned().unwrap_or(json!(false)),
+                "{name}"
+            );
+        }
+        assert_eq!(shown["members"][0]["route"], "node1", "{name}");
+        assert_eq!(shown["members"][1]["route"], Value::Null, "{name}");
+    }
+    let version = cp.version().await;
+    let config = cp.config().await;
+    let hashed = config["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "hashed"))
+        .expect("GET /api/v1/config shows the cluster");
+    assert_eq!(hashed["hash_on"], json!({ "cookie": "user" }));
+    assert_eq!(hashed["sticky"]["url_parameter"], "jsessionid");
     let again = cp.put("/api/v1/config", &config).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(cp.version().await, version);

@@ -10,8 +10,8 @@ pub mod text;
 pub mod validate;
 
 pub use model::{
-    Cluster, Config, CookieRewrite, Dur, HealthCheck, Member, MemberState, OutlierDetection,
-    Policy, RetryOn, RetryPolicy, Route,
+    Cluster, Config, CookieRewrite, Dur, HashOn, HealthCheck, Member, MemberState,
+    OutlierDetection, Policy, RetryOn, RetryPolicy, Route, Sticky,
 };
 pub use snapshot::{ConfigDocument, Snapshot, config_hash};
 pub use validate::{ConfigError, ErrorKind, MemberAddr, Scheme};

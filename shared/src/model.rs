@@ -61,6 +61,43 @@ pub struct Cluster {
     /// (Envoy's outlier detection). None: only the retry window applies.
     #[serde(default)]
     pub outlier_detection: Option<OutlierDetection>,
+    /// What `consistent_hash` hashes; required with that policy, refused with any other.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// Sticky sessions (Apache's `stickysession`), with any policy: a request
+    /// whose cookie or URL parameter names a member's route goes to that member.
+    #[serde(default)]
+    pub sticky: Option<Sticky>,
+}
+
+/// The key `consistent_hash` hashes: `{"header": NAME}`, `{"cookie": NAME}`
+/// or `"client_ip"` (nginx `hash $http_x consistent`, HAProxy `balance hdr(x)`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// The value of this request header.
+    Header(String),
+    /// The value of this request cookie.
+    Cookie(String),
+    /// The client's IP address (without port).
+    ClientIp,
+}
+
+/// Sticky sessions (Apache's `stickysession=NAME|url_parameter`): the route
+/// part of the value (what follows its first '.', or all of it) names the member.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, remote = "Self")]
+pub struct Sticky {
+    /// The cookie whose value names the member (e.g. `JSESSIONID`).
+    pub cookie: String,
+    /// The URL parameter also read (`;NAME=` path parameter or `?NAME=` query),
+    /// as Apache's second `stickysession` name.
+    #[serde(default)]
+    pub url_parameter: Option<String>,
+    /// Switchyard sets `Set-Cookie: NAME=.ROUTE; Path=/; HttpOnly` whenever the
+    /// request was not already sticky to the member that served it.
+    #[serde(default)]
+    pub set_cookie: bool,
 }
 
 /// When a request that failed on one member is sent to another (nginx's
@@ -132,6 +169,14 @@ pub enum Policy {
     /// Smooth weighted round robin (Apache `lbmethod=byrequests`, nginx's default).
     #[default]
     RoundRobin,
+    /// The less loaded of two weighted random members, by requests in flight
+    /// (Apache `lbmethod=bybusyness`, nginx `least_conn`, Envoy `LEAST_REQUEST`).
+    LeastRequest,
+    /// Weighted random (nginx `random`, HAProxy `balance random`).
+    Random,
+    /// A hash of `hash_on` on a ring of the members (nginx `hash … consistent`,
+    /// Envoy `RING_HASH`): the same key reaches the same member.
+    ConsistentHash,
 }
 
 /// One backend (Apache's `BalancerMember`).
@@ -146,6 +191,10 @@ pub struct Member {
     pub weight: u32,
     #[serde(default)]
     pub state: MemberState,
+    /// The name sticky sessions know this member by (Apache `BalancerMember
+    /// route=`); unique within the cluster. None: its id.
+    #[serde(default)]
+    pub route: Option<String>,
 }
 
 /// Whether a member takes traffic.
@@ -222,6 +271,7 @@ crate::objects_only!(
     Cluster => "a cluster object {\"members\": [...], ...}",
     RetryPolicy => "a retry object {\"max_retries\": ..., ...}",
     OutlierDetection => "an outlier_detection object {\"consecutive_failures\": ..., ...}",
+    Sticky => "a sticky object {\"cookie\": ..., ...}",
     Member => "a member object {\"url\": ..., ...}",
     HealthCheck => "a health_check object {\"path\": ..., ...}",
     Route => "a route object {\"path_prefix\": ..., \"cluster\": ..., ...}",
@@ -232,6 +282,7 @@ crate::serialize_as_derived!(
     Cluster,
     RetryPolicy,
     OutlierDetection,
+    Sticky,
     Member,
     HealthCheck,
     Route,
@@ -433,6 +484,8 @@ impl Cluster {
             health_check: None,
             retry: RetryPolicy::default(),
             outlier_detection: None,
+            hash_on: None,
+            sticky: None,
         }
     }
 
@@ -449,6 +502,7 @@ impl Member {
             url: url.into(),
             weight: 1,
             state: MemberState::Active,
+            route: None,
         }
     }
 }
@@ -522,12 +576,18 @@ impl Policy {
     pub fn as_str(&self) -> &'static str {
         match self {
             Policy::RoundRobin => "round_robin",
+            Policy::LeastRequest => "least_request",
+            Policy::Random => "random",
+            Policy::ConsistentHash => "consistent_hash",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "round_robin" => Some(Policy::RoundRobin),
+            "least_request" => Some(Policy::LeastRequest),
+            "random" => Some(Policy::Random),
+            "consistent_hash" => Some(Policy::ConsistentHash),
             _ => None,
         }
     }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::model::{
-    Cluster, Config, CookieRewrite, Dur, HealthCheck, Member, MemberState, OutlierDetection,
-    Policy, RetryOn, RetryPolicy, Route,
+    Cluster, Config, CookieRewrite, Dur, HashOn, HealthCheck, Member, MemberState,
+    OutlierDetection, Policy, RetryOn, RetryPolicy, Route, Sticky,
 };
 use crate::snapshot::Snapshot;
 use crate::text::quoted;
@@ -90,6 +90,18 @@ impl From<&Cluster> for v1::Cluster {
                 max_ejection_ms: ms(o.max_ejection),
                 max_ejected_percent: o.max_ejected_percent,
             }),
+            hash_on: c.hash_on.as_ref().map(|h| v1::HashOn {
+                key: Some(match h {
+                    HashOn::Header(name) => v1::hash_on::Key::Header(name.clone()),
+                    HashOn::Cookie(name) => v1::hash_on::Key::Cookie(name.clone()),
+                    HashOn::ClientIp => v1::hash_on::Key::ClientIp(true),
+                }),
+            }),
+            sticky: c.sticky.as_ref().map(|s| v1::Sticky {
+                cookie: s.cookie.clone(),
+                url_parameter: s.url_parameter.clone(),
+                set_cookie: s.set_cookie,
+            }),
         }
     }
 }
@@ -101,6 +113,7 @@ impl From<&Member> for v1::Member {
             url: m.url.clone(),
             weight: m.weight,
             state: m.state.as_str().to_owned(),
+            route: m.route.clone(),
         }
     }
 }
@@ -214,6 +227,23 @@ impl TryFrom<v1::Cluster> for Cluster {
             }),
             None => None,
         };
+        let hash_on = match c.hash_on.map(|h| h.key) {
+            None => None,
+            Some(Some(v1::hash_on::Key::Header(name))) => Some(HashOn::Header(name)),
+            Some(Some(v1::hash_on::Key::Cookie(name))) => Some(HashOn::Cookie(name)),
+            Some(Some(v1::hash_on::Key::ClientIp(true))) => Some(HashOn::ClientIp),
+            Some(Some(v1::hash_on::Key::ClientIp(false)) | None) => {
+                return Err(ConvertError {
+                    field: field("hash_on"),
+                    reason: "names no key (header, cookie or client_ip)".to_owned(),
+                });
+            }
+        };
+        let sticky = c.sticky.map(|s| Sticky {
+            cookie: s.cookie,
+            url_parameter: s.url_parameter,
+            set_cookie: s.set_cookie,
+        });
         let mut members = Vec::with_capacity(c.members.len());
         for m in c.members {
             let state = MemberState::parse(&m.state).ok_or_else(|| ConvertError {
@@ -225,6 +255,7 @@ impl TryFrom<v1::Cluster> for Cluster {
                 url: m.url,
                 weight: m.weight,
                 state,
+                route: m.route,
             });
         }
         Ok(Cluster {
@@ -237,6 +268,8 @@ impl TryFrom<v1::Cluster> for Cluster {
             health_check,
             retry,
             outlier_detection,
+            hash_on,
+            sticky,
             name: c.name,
         })
     }
@@ -270,7 +303,22 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             weight: 5,
             state: MemberState::Standby,
+            route: Some("r1".into()),
         });
+        let mut hashed = Cluster::new("hashed");
+        hashed.policy = Policy::ConsistentHash;
+        hashed.hash_on = Some(HashOn::Cookie("user".into()));
+        hashed.sticky = Some(Sticky {
+            cookie: "JSESSIONID".into(),
+            url_parameter: Some("jsessionid".into()),
+            set_cookie: true,
+        });
+        let mut by_ip = Cluster::new("by_ip");
+        by_ip.policy = Policy::ConsistentHash;
+        by_ip.hash_on = Some(HashOn::ClientIp);
+        let mut by_header = Cluster::new("by_header");
+        by_header.policy = Policy::ConsistentHash;
+        by_header.hash_on = Some(HashOn::Header("x-user".into()));
         cluster.health_check = Some(HealthCheck::default());
         cluster.retry.retry_on.push(RetryOn::Http503);
         cluster.retry.per_try_timeout = Some(Dur::from_millis(250));
@@ -284,7 +332,7 @@ mod tests {
             7,
             "store",
             Config {
-                clusters: vec![cluster],
+                clusters: vec![cluster, hashed, by_ip, by_header],
                 routes: vec![route],
             },
         );
@@ -300,6 +348,7 @@ mod tests {
             url: "http://a:1".into(),
             weight: 1,
             state: "sleepy".into(),
+            route: None,
         });
         let err = Cluster::try_from(proto).unwrap_err();
         assert!(err.to_string().contains("member \"m\" state"), "{err}");

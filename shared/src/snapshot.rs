@@ -141,6 +141,7 @@ mod tests {
             r#"{"clusters": [{"name": "c", "retry": [1]}]}"#.to_owned(),
             r#"{"clusters": [{"name": "c", "outlier_detection": [1]}]}"#.to_owned(),
             r#"{"clusters": [{"name": "c", "health_check": ["/"]}]}"#.to_owned(),
+            r#"{"clusters": [{"name": "c", "sticky": ["JSESSIONID"]}]}"#.to_owned(),
             r#"{"routes": [["r", null, "/", "c"]]}"#.to_owned(),
         ] {
             let err = serde_json::from_str::<Snapshot>(&bad).unwrap_err().to_string();
@@ -150,6 +151,27 @@ mod tests {
             assert!(serde_json::from_value::<Snapshot>(value).is_err(), "{bad}");
         }
         assert!(serde_json::from_str::<Cluster>(r#"["c"]"#).is_err());
+        // `hash_on` is a string or a one-key object, never an array.
+        let hash_on =
+            |h: &str| format!(r#"{{"name": "c", "policy": "consistent_hash", "hash_on": {h}}}"#);
+        for good in [
+            r#""client_ip""#,
+            r#"{"header": "x-user"}"#,
+            r#"{"cookie": "u"}"#,
+        ] {
+            serde_json::from_str::<Cluster>(&hash_on(good)).unwrap();
+        }
+        for bad in [
+            r#"["header", "x"]"#,
+            r#""header""#,
+            r#"{"query": "x"}"#,
+            r#"{"header": "x", "cookie": "y"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Cluster>(&hash_on(bad)).is_err(),
+                "{bad}"
+            );
+        }
         assert!(serde_json::from_str::<Config>(r#"[[], []]"#).is_err());
     }
 }

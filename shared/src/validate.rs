@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use http::Uri;
 
 use crate::model::{
-    Cluster, Config, CookieRewrite, HealthCheck, Member, OutlierDetection, RetryPolicy, Route,
+    Cluster, Config, CookieRewrite, HashOn, HealthCheck, Member, OutlierDetection, Policy,
+    RetryPolicy, Route, Sticky,
 };
 use crate::text::quoted;
 
@@ -196,7 +197,110 @@ pub fn normalize_member(member: &mut Member) -> Result<MemberAddr, ConfigError> 
             member.weight
         )));
     }
+    if let Some(route) = &member.route {
+        validate_route_name(route).map_err(|e| ConfigError {
+            message: format!("member {}: {}", quoted(&member.id), e.message),
+            ..e
+        })?;
+    }
     Ok(addr)
+}
+
+/// The longest header, cookie or URL parameter name a policy may name.
+pub const MAX_KEY_NAME_LEN: usize = 128;
+/// The longest member route.
+pub const MAX_ROUTE_LEN: usize = 64;
+
+/// Whether `b` is a `tchar` (RFC 9110 §5.6.2), what header and cookie names are made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Checks a header, cookie or URL parameter name (`what` says which field).
+fn validate_key_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > MAX_KEY_NAME_LEN || !name.bytes().all(is_tchar) {
+        return Err(ConfigError::invalid(format!(
+            "{what} {} must be 1 to {MAX_KEY_NAME_LEN} token characters (letters, digits and !#$%&'*+-.^_`|~)",
+            quoted(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a member's route: what a sticky cookie's value carries after its '.'.
+fn validate_route_name(route: &str) -> Result<(), ConfigError> {
+    let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+    if route.is_empty() || route.len() > MAX_ROUTE_LEN || !route.bytes().all(ok_byte) {
+        return Err(ConfigError::invalid(format!(
+            "route {} must be 1 to {MAX_ROUTE_LEN} letters, digits, '-', '_' or '.'",
+            quoted(route)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks `policy`, `hash_on` and `sticky` together: `hash_on` goes with
+/// `consistent_hash` and nothing else.
+fn validate_policy(cluster: &Cluster) -> Result<(), ConfigError> {
+    match (&cluster.policy, &cluster.hash_on) {
+        (Policy::ConsistentHash, None) => {
+            return Err(ConfigError::invalid(
+                "policy consistent_hash needs hash_on: {\"header\": NAME}, {\"cookie\": NAME} or \"client_ip\"",
+            ));
+        }
+        (Policy::ConsistentHash, Some(HashOn::Header(name))) => {
+            validate_key_name("hash_on header", name)?;
+        }
+        (Policy::ConsistentHash, Some(HashOn::Cookie(name))) => {
+            validate_key_name("hash_on cookie", name)?;
+        }
+        (Policy::ConsistentHash, Some(HashOn::ClientIp)) => {}
+        (policy, Some(_)) => {
+            return Err(ConfigError::invalid(format!(
+                "hash_on is only used with policy consistent_hash, not {}",
+                policy.as_str()
+            )));
+        }
+        (_, None) => {}
+    }
+    if let Some(Sticky {
+        cookie,
+        url_parameter,
+        ..
+    }) = &cluster.sticky
+    {
+        validate_key_name("sticky cookie", cookie)?;
+        if let Some(parameter) = url_parameter {
+            validate_key_name("sticky url_parameter", parameter)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sticky sessions know a member by its route, or by its id when it has
+/// none: no two members of a cluster may be known by the same name.
+fn validate_routes_unique(cluster: &Cluster) -> Result<(), ConfigError> {
+    let mut routes = HashSet::with_capacity(cluster.members.len());
+    for member in &cluster.members {
+        if let Some(route) = &member.route
+            && !routes.insert(route.as_str())
+        {
+            return Err(ConfigError::invalid(format!(
+                "member {}: route {} appears twice",
+                quoted(&member.id),
+                quoted(route)
+            )));
+        }
+    }
+    for member in cluster.members.iter().filter(|m| m.route.is_none()) {
+        if routes.contains(member.id.as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "member {} has no route, so sticky sessions know it by its id, which another member has as its route",
+                quoted(&member.id)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a cluster and fills in its members' ids; returns the members'
@@ -223,6 +327,7 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
         validate_health_check(check).map_err(in_cluster)?;
     }
     validate_retry(&cluster.retry).map_err(in_cluster)?;
+    validate_policy(cluster).map_err(in_cluster)?;
     if let Some(outlier) = &cluster.outlier_detection {
         validate_outlier(outlier).map_err(in_cluster)?;
     }
@@ -248,6 +353,7 @@ pub fn normalize_cluster(cluster: &mut Cluster) -> Result<Vec<MemberAddr>, Confi
             ))));
         }
     }
+    validate_routes_unique(cluster).map_err(in_cluster)?;
     Ok(addrs)
 }
 
@@ -525,6 +631,62 @@ mod tests {
         assert!(err.message.contains("weight must be 1..=100"), "{err}");
         cluster.members[0].weight = 1;
         cluster.members.push(Member::new("http://127.0.0.1:8080"));
+        assert!(normalize_cluster(&mut cluster).is_err());
+    }
+
+    #[test]
+    fn policy_fields() {
+        let mut cluster = Cluster::new("c");
+        cluster.policy = Policy::ConsistentHash;
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(err.message.contains("cluster \"c\""), "{err}");
+        assert!(err.message.contains("needs hash_on"), "{err}");
+        cluster.hash_on = Some(HashOn::Header("X-User".into()));
+        normalize_cluster(&mut cluster).unwrap();
+        cluster.hash_on = Some(HashOn::Cookie("bad name".into()));
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(err.message.contains("hash_on cookie \"bad name\""), "{err}");
+        cluster.hash_on = Some(HashOn::Header("x".repeat(MAX_KEY_NAME_LEN + 1)));
+        assert!(normalize_cluster(&mut cluster).is_err());
+        cluster.hash_on = Some(HashOn::ClientIp);
+        normalize_cluster(&mut cluster).unwrap();
+        cluster.policy = Policy::Random;
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(err.message.contains("not random"), "{err}");
+        cluster.hash_on = None;
+        cluster.sticky = Some(Sticky {
+            cookie: "JSESSIONID".into(),
+            url_parameter: Some("jsessionid".into()),
+            set_cookie: false,
+        });
+        normalize_cluster(&mut cluster).unwrap();
+        cluster.sticky.as_mut().unwrap().url_parameter = Some("a=b".into());
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(err.message.contains("sticky url_parameter"), "{err}");
+    }
+
+    #[test]
+    fn member_routes_are_unique_names() {
+        let mut cluster = Cluster::new("c");
+        for (port, route) in [(1, Some("a")), (2, Some("b")), (3, None)] {
+            let mut member = Member::new(format!("http://127.0.0.1:{port}"));
+            member.route = route.map(Into::into);
+            cluster.members.push(member);
+        }
+        normalize_cluster(&mut cluster).unwrap();
+        cluster.members[1].route = Some("a".into());
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(err.message.contains("route \"a\" appears twice"), "{err}");
+        cluster.members[1].route = Some("127.0.0.1:3".into());
+        assert!(
+            normalize_cluster(&mut cluster).is_err(),
+            "':' is no route character"
+        );
+        cluster.members[1].route = Some("127.0.0.1-3".into());
+        cluster.members[2].id = "127.0.0.1-3".into();
+        let err = normalize_cluster(&mut cluster).unwrap_err();
+        assert!(err.message.contains("by its id"), "{err}");
+        cluster.members[1].route = Some(String::new());
         assert!(normalize_cluster(&mut cluster).is_err());
     }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use switchyard_shared::{CookieRewrite, Dur, MemberState, Route};
+use switchyard_shared::{CookieRewrite, Dur, MemberState, Policy, Route, Sticky};
 
 use super::*;
 
@@ -513,6 +513,49 @@ ProxyPass / balancer://c/
 ");
     assert!(!warned(&imported, 1, "Header"));
     assert!(warned(&imported, 2, "header rules are not translated"));
+    let c = imported.config.cluster("c").unwrap();
+    assert_eq!(
+        c.sticky,
+        Some(Sticky {
+            cookie: "ROUTEID".into(),
+            url_parameter: None,
+            set_cookie: true
+        })
+    );
+    assert_eq!(c.members[0].route.as_deref(), Some("1"));
+    // Apache's own JSESSIONID|jsessionid: a cookie and a URL parameter; the
+    // member sets the cookie itself.
+    let java = ok(
+        "<Proxy balancer://j>\nBalancerMember http://a:1 route=n1\nProxySet stickysession=JSESSIONID|jsessionid\n</Proxy>\nProxyPass / balancer://j/\n",
+    );
+    assert_eq!(
+        java.config.cluster("j").unwrap().sticky,
+        Some(Sticky {
+            cookie: "JSESSIONID".into(),
+            url_parameter: Some("jsessionid".into()),
+            set_cookie: false
+        })
+    );
+}
+
+#[test]
+fn lbmethods_become_policies() {
+    for (method, policy, warns) in [
+        ("byrequests", Policy::RoundRobin, false),
+        ("bybusyness", Policy::LeastRequest, false),
+        ("bytraffic", Policy::LeastRequest, true),
+        ("heartbeat", Policy::LeastRequest, true),
+    ] {
+        let imported = ok(&format!(
+            "<Proxy balancer://c>\nBalancerMember http://a:1\n</Proxy>\nProxyPass / balancer://c/ lbmethod={method}\n"
+        ));
+        assert_eq!(imported.config.clusters[0].policy, policy, "{method}");
+        assert_eq!(
+            warned(&imported, 4, "the nearest policy"),
+            warns,
+            "{method}"
+        );
+    }
 }
 
 #[test]

@@ -98,9 +98,8 @@ pub(super) struct Draft {
     /// member of a direct `ProxyPass` URL.
     pub balancer: bool,
     pub defined: bool,
-    /// Each member's path (Apache appends the request's path to it) and route.
+    /// Each member's path (Apache appends the request's path to it).
     pub member_paths: Vec<String>,
-    pub member_routes: Vec<Option<String>>,
     /// The first value (and where) of each cluster-wide setting a member gave.
     pub set_by: HashMap<&'static str, (String, Location)>,
     pub timeout_set: bool,
@@ -456,7 +455,6 @@ impl Translator {
             balancer,
             defined: !balancer,
             member_paths: Vec::new(),
-            member_routes: Vec::new(),
             set_by: HashMap::new(),
             timeout_set: false,
             health: params::HealthDraft::default(),
@@ -531,7 +529,6 @@ impl Translator {
                     .members
                     .push(Member::new(member_url));
                 self.clusters[index].member_paths.push(String::new());
-                self.clusters[index].member_routes.push(None);
                 index
             }
         };
@@ -907,7 +904,6 @@ impl Translator {
         draft
             .member_paths
             .push(path.trim_end_matches('/').to_owned());
-        draft.member_routes.push(None);
         let member = draft.cluster.members.len() - 1;
         for param in params {
             let (key, value) = params::key_value(node, param)?;

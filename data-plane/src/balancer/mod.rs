@@ -1,12 +1,143 @@
 //! Picking a member: which members may take a request now (active, then hot
 //! standby, then all of them as a last resort), and the cluster's policy among
-//! those ([`round_robin`]).
+//! those, one file each ([`round_robin`], [`least_request`], [`random`],
+//! [`consistent_hash`]); [`sticky`] sessions go first with any policy.
+//!
+//! A policy is compiled into the cluster's table entry ([`Balancer`]) and
+//! dispatched with a `match`, no boxed call: round robin without sticky
+//! sessions reads nothing from the request and allocates nothing. A new
+//! policy is a new file, a variant of [`Policy`] and its arm in `compile`
+//! and `pick_in_tier`.
 
+pub mod consistent_hash;
+pub mod key;
+pub mod least_request;
+pub mod random;
 pub mod round_robin;
+pub mod sticky;
 
-use switchyard_shared::MemberState;
+use http::HeaderValue;
+use http::header::HeaderMap;
+use switchyard_shared::{Cluster, MemberState};
 
-use crate::config::table::ClusterEntry;
+use crate::config::table::{ClusterEntry, MemberEntry};
+use crate::upstream::InFlight;
+
+/// A cluster's policy, compiled.
+#[derive(Debug)]
+pub enum Policy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    ConsistentHash(consistent_hash::Ring),
+}
+
+/// How a cluster picks: its policy and its sticky sessions.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: Policy,
+    sticky: Option<sticky::Sticky>,
+}
+
+/// What a request brings to a pick, read once per request and only when the
+/// cluster's balancer uses it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Affinity {
+    /// The member the request's sticky cookie or URL parameter names.
+    sticky: Option<usize>,
+    /// The hash of the `consistent_hash` key, if the request has one.
+    hash: Option<u64>,
+}
+
+impl Affinity {
+    /// No affinity: what round robin and a request without keys have.
+    pub const NONE: Affinity = Affinity {
+        sticky: None,
+        hash: None,
+    };
+}
+
+impl Balancer {
+    /// Compiles a validated cluster's `policy`, `hash_on` and `sticky`.
+    pub fn compile(cluster: &Cluster) -> Result<Self, String> {
+        use switchyard_shared::Policy as Model;
+        let policy = match (cluster.policy, &cluster.hash_on) {
+            (Model::RoundRobin, _) => Policy::RoundRobin,
+            (Model::LeastRequest, _) => Policy::LeastRequest,
+            (Model::Random, _) => Policy::Random,
+            (Model::ConsistentHash, Some(hash_on)) => {
+                Policy::ConsistentHash(consistent_hash::Ring::build(hash_on, &cluster.members)?)
+            }
+            (Model::ConsistentHash, None) => {
+                return Err("policy consistent_hash needs hash_on".to_owned());
+            }
+        };
+        let sticky = match &cluster.sticky {
+            Some(config) => Some(sticky::Sticky::build(config, &cluster.members)?),
+            None => None,
+        };
+        Ok(Balancer { policy, sticky })
+    }
+
+    /// A round-robin balancer without sticky sessions (tests and defaults).
+    pub fn round_robin() -> Self {
+        Balancer {
+            policy: Policy::RoundRobin,
+            sticky: None,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// What the request brings to its picks: its sticky member and its key's
+    /// hash, read only if the cluster uses them.
+    pub fn affinity(
+        &self,
+        headers: &HeaderMap,
+        path_and_query: &str,
+        client_ip: &[u8],
+    ) -> Affinity {
+        let hash = match &self.policy {
+            Policy::ConsistentHash(ring) => ring.key_hash(headers, client_ip),
+            _ => None,
+        };
+        let sticky = match &self.sticky {
+            Some(sticky) => sticky.member(headers, path_and_query),
+            None => None,
+        };
+        Affinity { sticky, hash }
+    }
+
+    /// A guard that counts a request in flight to `member`, for policies that
+    /// compare those counts (`None` for the others: no shared write).
+    pub fn in_flight(&self, member: &MemberEntry) -> Option<InFlight> {
+        matches!(self.policy, Policy::LeastRequest).then(|| InFlight::enter(&member.shared))
+    }
+}
+
+/// The `Set-Cookie` (Apache-compatible `NAME=.ROUTE; Path=/; HttpOnly`) for a
+/// response of `member`: only when the cluster sets sticky cookies and the
+/// request was not already sticky to that member.
+pub fn set_cookie<'c>(
+    cluster: &'c ClusterEntry,
+    member: &MemberEntry,
+    affinity: &Affinity,
+) -> Option<&'c HeaderValue> {
+    let sticky = cluster.balancer.sticky.as_ref()?;
+    if affinity
+        .sticky
+        .is_some_and(|named| std::ptr::eq(&cluster.members[named], member))
+    {
+        return None;
+    }
+    let chosen = cluster
+        .members
+        .iter()
+        .position(|m| std::ptr::eq(m, member))?;
+    sticky.set_cookie(chosen, affinity.sticky)
+}
 
 /// Which members a pick may choose from, most preferred first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +153,18 @@ enum Tier {
     Panic,
 }
 
-/// Picks a member of `cluster` that is not in `tried`; `None` when none is left.
-pub fn pick(cluster: &ClusterEntry, tried: &[usize]) -> Option<usize> {
+/// Picks a member of `cluster` that is not in `tried`; `None` when none is
+/// left. In each tier the request's sticky member goes first, if it is in
+/// that tier; then the policy picks.
+pub fn pick(cluster: &ClusterEntry, tried: &[usize], affinity: &Affinity) -> Option<usize> {
     for tier in [Tier::Active, Tier::Standby, Tier::Panic] {
-        if let Some(index) = pick_in_tier(cluster, tried, tier) {
+        if let Some(named) = affinity.sticky
+            && !tried.contains(&named)
+            && in_tier(cluster, named, tier)
+        {
+            return Some(named);
+        }
+        if let Some(index) = pick_in_tier(cluster, tried, tier, affinity) {
             return Some(index);
         }
     }
@@ -47,72 +186,27 @@ fn in_tier(cluster: &ClusterEntry, index: usize, tier: Tier) -> bool {
     }
 }
 
-fn pick_in_tier(cluster: &ClusterEntry, tried: &[usize], tier: Tier) -> Option<usize> {
+fn pick_in_tier(
+    cluster: &ClusterEntry,
+    tried: &[usize],
+    tier: Tier,
+    affinity: &Affinity,
+) -> Option<usize> {
     let candidate = |i: usize| !tried.contains(&i) && in_tier(cluster, i, tier);
     let mut candidates = (0..cluster.members.len()).filter(|&i| candidate(i));
     let first = candidates.next()?;
     if candidates.next().is_none() {
         return Some(first);
     }
-    round_robin::pick(cluster, first, candidate)
+    match &cluster.balancer.policy {
+        Policy::RoundRobin => round_robin::pick(cluster, first, candidate),
+        Policy::LeastRequest => least_request::pick(cluster, candidate),
+        Policy::Random => random::pick(cluster, candidate),
+        Policy::ConsistentHash(ring) => {
+            consistent_hash::pick(cluster, ring, affinity.hash, candidate)
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::table::tests::cluster_of;
-
-    fn sequence(cluster: &ClusterEntry, n: usize) -> String {
-        (0..n)
-            .map(|_| (b'a' + pick(cluster, &[]).unwrap() as u8) as char)
-            .collect()
-    }
-
-    #[test]
-    fn smooth_weights() {
-        let cluster = cluster_of(&[
-            (5, MemberState::Active),
-            (1, MemberState::Active),
-            (1, MemberState::Active),
-        ]);
-        assert_eq!(sequence(&cluster, 14), "aabacaaaabacaa");
-    }
-
-    #[test]
-    fn equal_weights_alternate() {
-        let cluster = cluster_of(&[(1, MemberState::Active), (1, MemberState::Active)]);
-        assert_eq!(sequence(&cluster, 6), "ababab");
-    }
-
-    #[test]
-    fn standby_only_when_no_active_is_usable() {
-        let cluster = cluster_of(&[(1, MemberState::Active), (1, MemberState::Standby)]);
-        assert_eq!(sequence(&cluster, 3), "aaa");
-        cluster.members[0]
-            .shared
-            .mark_failed(std::time::Duration::from_secs(60), "refused".into());
-        assert_eq!(sequence(&cluster, 3), "bbb");
-        cluster.members[1]
-            .shared
-            .mark_failed(std::time::Duration::from_secs(60), "refused".into());
-        // Everything in error: try them anyway.
-        assert!(pick(&cluster, &[]).is_some());
-    }
-
-    #[test]
-    fn tried_members_are_skipped_and_drained_ones_never_picked() {
-        let cluster = cluster_of(&[
-            (1, MemberState::Active),
-            (1, MemberState::Draining),
-            (1, MemberState::Active),
-        ]);
-        assert_eq!(pick(&cluster, &[0]), Some(2));
-        assert_eq!(pick(&cluster, &[0, 2]), None);
-        assert!(has_candidate(&cluster, &[0]));
-        assert!(
-            !has_candidate(&cluster, &[0, 2]),
-            "a draining member is no candidate"
-        );
-        assert!(!sequence(&cluster, 10).contains('b'));
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use switchyard_shared::validate::{self, ConfigError};
 use switchyard_shared::{HealthCheck, MemberState, OutlierDetection, RetryPolicy, Snapshot};
 
+use crate::balancer::Balancer;
 use crate::config::cookie::CookieRewrites;
 use crate::config::routing::Router;
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
@@ -51,6 +52,8 @@ pub struct ClusterEntry {
     /// Passive health: when failing members are ejected ([`crate::health::outlier`]);
     /// `None`: only the retry window after a failed connect.
     pub outlier_detection: Option<OutlierDetection>,
+    /// The policy and sticky sessions, compiled ([`crate::balancer`]).
+    pub balancer: Balancer,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,8 @@ pub enum CompileError {
     },
     #[error("route {0:?} names unknown cluster {1:?}")]
     UnknownCluster(String, String),
+    #[error("cluster {cluster:?}: {error}")]
+    Balancer { cluster: String, error: String },
 }
 
 /// Validates `snapshot` and compiles it into a table, reusing the shared state
@@ -107,6 +112,10 @@ pub fn compile(
                 state: member.state,
             });
         }
+        let balancer = Balancer::compile(cluster).map_err(|error| CompileError::Balancer {
+            cluster: cluster.name.clone(),
+            error,
+        })?;
         cluster_index.insert(cluster.name.as_str(), clusters.len());
         clusters.push(ClusterEntry {
             name: cluster.name.clone(),
@@ -118,6 +127,7 @@ pub fn compile(
             retry: cluster.retry.clone(),
             health_check: cluster.health_check.clone(),
             outlier_detection: cluster.outlier_detection.clone(),
+            balancer,
         });
     }
     let mut router = Router::default();
@@ -161,7 +171,12 @@ pub(crate) mod tests {
 
     /// A cluster of members on unused ports with the given weights and states.
     pub(crate) fn cluster_of(members: &[(u32, MemberState)]) -> ClusterEntry {
-        let mut cluster = Cluster::new("c");
+        compiled(Cluster::new("c"), members)
+    }
+
+    /// `cluster` (its policy fields as given) with members on unused ports
+    /// of the given weights and states, compiled.
+    pub(crate) fn compiled(mut cluster: Cluster, members: &[(u32, MemberState)]) -> ClusterEntry {
         for (i, (weight, state)) in members.iter().enumerate() {
             let mut member = Member::new(format!("http://127.0.0.1:{}", 10 + i));
             member.weight = *weight;

@@ -184,6 +184,12 @@ impl Proxy {
         let route = route(&table, host.as_ref(), &request::match_path(path))?;
         let matched = request::original_len(path, route.path_prefix.len());
         let cluster = &table.clusters[route.cluster];
+        // What the balancer reads from the request (nothing for plain round robin).
+        let affinity = cluster.balancer.affinity(
+            &parts.headers,
+            target.path_and_query.as_str(),
+            client.ip.as_bytes(),
+        );
         let upgrade = Upgrade::asked(&parts);
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
@@ -205,6 +211,7 @@ impl Proxy {
             progress.as_deref(),
             host.as_ref(),
             idempotent,
+            &affinity,
         )
         .await?;
         match upgrade {
@@ -212,7 +219,17 @@ impl Proxy {
             Some(upgrade) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                 switch(head, exchange, &upgrade, cluster, member)
             }
-            _ => Ok(respond(head, exchange, route, member, host.as_ref())),
+            _ => {
+                let set_cookie = balancer::set_cookie(cluster, member, &affinity);
+                Ok(respond(
+                    head,
+                    exchange,
+                    route,
+                    member,
+                    host.as_ref(),
+                    set_cookie,
+                ))
+            }
         }
     }
 }
@@ -326,6 +343,7 @@ async fn forward<'t>(
     progress: Option<&BodyProgress>,
     host: Option<&HeaderValue>,
     idempotent: bool,
+    affinity: &balancer::Affinity,
 ) -> Result<(&'t MemberEntry, ResponseHead, Exchange), ProxyError> {
     let policy = &cluster.retry;
     let budget = &cluster.shared.retry_budget;
@@ -351,7 +369,7 @@ async fn forward<'t>(
         // After a pooled connection failed, the same member gets a fresh one.
         let index = match (limits.fresh, tried.last()) {
             (true, Some(&last)) => Some(last),
-            _ => balancer::pick(cluster, &tried),
+            _ => balancer::pick(cluster, &tried, affinity),
         };
         let Some(index) = index else {
             return Err(last_error.unwrap_or_else(|| ProxyError::NoMember(cluster.name.clone())));
@@ -365,8 +383,10 @@ async fn forward<'t>(
             _ => member.shared.host_header.clone(),
         };
         request.headers_mut().insert(header::HOST, host_header);
+        let in_flight = cluster.balancer.in_flight(member);
         let failure = match member.shared.send(request, &limits).await {
-            Ok((head, exchange)) => {
+            Ok((head, mut exchange)) => {
+                exchange.hold(in_flight);
                 outlier::observe(cluster, member, Outcome::of_status(head.status));
                 let again = match &spare {
                     Some(parts)
@@ -545,15 +565,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Step 5: the member's response on its way back, hop-by-hop headers removed
-/// and its redirects (and cookies' `Path`/`Domain`) rewritten to the
-/// client-facing address when asked.
+/// Step 5: the member's response on its way back, hop-by-hop headers removed,
+/// its redirects (and cookies' `Path`/`Domain`) rewritten to the
+/// client-facing address when asked, and the sticky-session cookie added when
+/// the balancer sets one.
 fn respond(
     head: ResponseHead,
     exchange: Exchange,
     route: &RouteEntry,
     member: &MemberEntry,
     host: Option<&HeaderValue>,
+    set_cookie: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::Upstream(exchange));
     *response.status_mut() = head.status;
@@ -577,6 +599,10 @@ fn respond(
     }
     if let Some(cookies) = &route.rewrite_cookies {
         cookies.apply(&mut parts.headers);
+    }
+    // After the member's cookies were rewritten: this one is the client's already.
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie.clone());
     }
     Response::from_parts(parts, body)
 }

@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 
+use crate::upstream::InFlight;
 use crate::upstream::body::{ClientBodyError, UpstreamBody};
 use crate::upstream::h1::{
     self, ChunkedDecoder, Decoded, Framing, H1Error, RequestFraming, ResponseHead,
@@ -127,6 +128,9 @@ pub struct Exchange {
     /// Whether the request asked to upgrade (`Upgrade`): only then is a 101
     /// valid, and the connection is never pooled afterwards.
     upgrade: bool,
+    /// Counts the request in flight to its member until the body is dropped
+    /// (`least_request` clusters only).
+    in_flight: Option<InFlight>,
 }
 
 /// A member connection that switched protocols, out of its exchange: the
@@ -219,7 +223,13 @@ impl Exchange {
                 moved: false,
             },
             upgrade: parts.headers.contains_key(http::header::UPGRADE),
+            in_flight: None,
         }
+    }
+
+    /// Keeps the request counted in flight until this response body is dropped.
+    pub fn hold(&mut self, in_flight: Option<InFlight>) {
+        self.in_flight = in_flight;
     }
 
     /// The connection, once the member switched protocols (101) on an

@@ -29,6 +29,24 @@ use rustls::pki_types::ServerName;
 use switchyard_shared::MemberAddr;
 use tokio::net::TcpStream;
 
+/// One request in flight to a member, from before it is sent until its
+/// response body is done (or dropped): `least_request` compares these counts.
+#[derive(Debug)]
+pub struct InFlight(Arc<MemberShared>);
+
+impl InFlight {
+    pub fn enter(member: &Arc<MemberShared>) -> Self {
+        member.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(member.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// State of one member that outlives routing tables.
 #[derive(Debug)]
 pub struct MemberShared {
@@ -61,6 +79,9 @@ pub struct MemberShared {
     healthy: AtomicBool,
     /// Smooth weighted round robin's current weight, updated under the cluster's pick lock.
     pub(crate) score: AtomicI64,
+    /// Requests of `least_request` clusters sent to the member and not yet
+    /// answered in full, on every worker ([`InFlight`]); other policies leave it at 0.
+    in_flight: AtomicU32,
     /// Why the member was last found failing, for health reports.
     last_failure: Mutex<Option<String>>,
 }
@@ -110,8 +131,14 @@ impl MemberShared {
             ejections: Mutex::new(Ejections::default()),
             healthy: AtomicBool::new(true),
             score: AtomicI64::new(0),
+            in_flight: AtomicU32::new(0),
             last_failure: Mutex::new(None),
         })
+    }
+
+    /// Requests in flight to the member, counted by [`InFlight`] guards.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The calling worker's pool of connections to the member, made on first use.

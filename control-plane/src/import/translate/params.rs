@@ -180,8 +180,8 @@ pub(super) fn worker_param(
             }
         }
         "route" => {
-            if let Some(r) = t.clusters[cluster].member_routes.get_mut(member) {
-                *r = Some(value.to_owned());
+            if let Some(m) = t.clusters[cluster].cluster.members.get_mut(member) {
+                m.route = Some(value.to_owned());
             }
         }
         "retry" => {
@@ -452,21 +452,14 @@ pub(super) fn finish_cluster(t: &mut Translator, draft: Draft) -> Result<Cluster
             }
         }
     }
-    balancing::apply(
-        t,
-        &mut cluster,
-        draft.lbmethod,
-        draft.sticky,
-        draft.member_routes,
-    );
+    balancing::apply(t, &mut cluster, draft.lbmethod, draft.sticky);
     Ok(cluster)
 }
 
 mod balancing {
-    //! `lbmethod`, `stickysession` and member `route`s: the cluster's
-    //! balancing policy.
+    //! `lbmethod` and `stickysession`: the cluster's policy and sticky sessions.
 
-    use switchyard_shared::Cluster;
+    use switchyard_shared::{Cluster, Policy, Sticky};
 
     use super::Translator;
     use crate::import::Location;
@@ -476,28 +469,38 @@ mod balancing {
         cluster: &mut Cluster,
         lbmethod: Option<(String, Location)>,
         sticky: Option<(String, Location)>,
-        routes: Vec<Option<String>>,
     ) {
-        if let Some((method, at)) = lbmethod
-            && method != "byrequests"
-        {
-            t.warn(
-                &at,
-                format!("lbmethod={method} imported as round_robin: this build has no other policy (UNFINISHED: waits for the policies branch)"),
-            );
+        if let Some((method, at)) = lbmethod {
+            cluster.policy = match method.as_str() {
+                "byrequests" => Policy::RoundRobin,
+                "bybusyness" => Policy::LeastRequest,
+                _ => {
+                    t.warn(
+                        &at,
+                        format!(
+                            "lbmethod={method} imported as least_request, the nearest policy (Switchyard counts requests in flight, not bytes or heartbeats)"
+                        ),
+                    );
+                    Policy::LeastRequest
+                }
+            };
         }
-        if let Some((name, at)) = sticky {
-            let sets = t.sets_route_cookie(&name);
-            t.warn(
-                &at,
-                format!("stickysession={name} not translated (UNFINISHED: waits for the policies branch; set_cookie would be {sets})"),
-            );
-        }
-        for route in routes.into_iter().flatten() {
-            let at = t.clusters.first().map(|d| d.at.clone());
-            if let Some(at) = at {
-                t.warn(&at, format!("member route={route} of cluster {} not translated (UNFINISHED: waits for the policies branch)", cluster.name));
+        if let Some((names, at)) = sticky {
+            // `NAME` or `COOKIE|URL_PARAMETER`, as Apache spells it.
+            let (cookie, url_parameter) = match names.split_once('|') {
+                Some((cookie, parameter)) => (cookie.to_owned(), Some(parameter.to_owned())),
+                None => (names.clone(), None),
+            };
+            if cookie.is_empty() {
+                t.warn(&at, "stickysession with no cookie name not translated");
+                return;
             }
+            let set_cookie = t.sets_route_cookie(&cookie);
+            cluster.sticky = Some(Sticky {
+                cookie,
+                url_parameter: url_parameter.filter(|p| !p.is_empty()),
+                set_cookie,
+            });
         }
     }
 }

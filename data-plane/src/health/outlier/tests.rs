@@ -222,7 +222,10 @@ fn ejected_members_get_no_picks_until_none_is_left_then_all_are_tried() {
     }
     assert!(!cluster.members[0].shared.usable());
     for _ in 0..10 {
-        assert_ne!(balancer::pick(&cluster, &[]), Some(0));
+        assert_ne!(
+            balancer::pick(&cluster, &[], &balancer::Affinity::NONE),
+            Some(0)
+        );
     }
     for index in [1, 2] {
         for _ in 0..3 {
@@ -237,10 +240,13 @@ fn ejected_members_get_no_picks_until_none_is_left_then_all_are_tried() {
     // Panic: every member is ejected, so every member may be tried.
     let mut picked = [false; 3];
     for _ in 0..6 {
-        if let Some(index) = balancer::pick(&cluster, &[]) {
+        if let Some(index) = balancer::pick(&cluster, &[], &balancer::Affinity::NONE) {
             picked[index] = true;
         }
     }
     assert_eq!(picked, [true; 3]);
-    assert_eq!(balancer::pick(&cluster, &[0, 1]), Some(2));
+    assert_eq!(
+        balancer::pick(&cluster, &[0, 1], &balancer::Affinity::NONE),
+        Some(2)
+    );
 }
