@@ -494,4 +494,28 @@ async fn cookie_paths_and_domains_are_rewritten() {
     let seen = member.seen();
     assert_eq!(seen.len(), 1, "one request at the member");
     assert_eq!(seen[0].path, "/app/cart");
+
+    // Through the API, a bad rewrite is refused with what and where, and changes nothing.
+    let version = fleet.cp.version().await;
+    let mut bad = route.clone();
+    bad["rewrite_cookie_path"] = serde_json::json!({"from": "app", "to": "/"});
+    let name = route["name"].as_str().unwrap_or_default().to_owned();
+    let response = fleet.cp.put(&format!("/api/v1/routes/{name}"), &bad).await;
+    assert_eq!(response.status, 400);
+    assert!(
+        response
+            .error_message()
+            .contains("rewrite_cookie_path from \"app\" must be"),
+        "{}",
+        response.error_message()
+    );
+    bad["rewrite_cookie_path"] = serde_json::json!({"from": "/app/", "to": "/", "extra": 1});
+    let response = fleet.cp.put(&format!("/api/v1/routes/{name}"), &bad).await;
+    assert_eq!(response.status, 400);
+    assert!(
+        response.error_message().contains("extra"),
+        "{}",
+        response.error_message()
+    );
+    assert_eq!(fleet.cp.version().await, version);
 }

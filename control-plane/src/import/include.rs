@@ -14,6 +14,8 @@ use super::{ImportError, Location};
 
 /// The most files one import reads (a glob gone wrong is refused, not followed).
 pub const MAX_FILES: usize = 1000;
+/// The deepest chain of includes followed.
+pub const MAX_INCLUDE_DEPTH: usize = 32;
 /// The largest file read.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -57,6 +59,11 @@ impl Loader {
                 .collect::<Vec<_>>()
                 .join(" -> ");
             return Err(cannot(format!("include cycle: {chain}")));
+        }
+        if self.open.len() >= MAX_INCLUDE_DEPTH {
+            return Err(cannot(format!(
+                "includes nested more than {MAX_INCLUDE_DEPTH} deep"
+            )));
         }
         self.files_read += 1;
         if self.files_read > MAX_FILES {
