@@ -431,8 +431,8 @@ pub(super) fn finish_cluster(t: &mut Translator, draft: Draft) -> Result<Cluster
                 let defaults = HealthCheck::default();
                 cluster.health_check = Some(HealthCheck {
                     path: health.uri.clone().unwrap_or(defaults.path),
-                    // mod_proxy_hcheck's defaults: every 60 s, one pass, one failure.
-                    interval: health.interval.unwrap_or(Dur(Duration::from_secs(60))),
+                    // mod_proxy_hcheck's defaults: every 30 s, one pass, one failure.
+                    interval: health.interval.unwrap_or(Dur(Duration::from_secs(30))),
                     timeout: defaults.timeout,
                     healthy_threshold: health.passes.unwrap_or(1),
                     unhealthy_threshold: health.fails.unwrap_or(1),
