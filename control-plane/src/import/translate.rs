@@ -85,7 +85,6 @@ struct LocationSettings {
     preserve_host: Option<bool>,
     cookie_path: Option<CookieRewrite>,
     cookie_domain: Option<CookieRewrite>,
-    reverse: bool,
 }
 
 /// A cluster being built.
@@ -776,7 +775,6 @@ impl Translator {
         match context {
             Context::Location(l) => {
                 arity(node, 1, 2, "a URL")?;
-                self.locations[l].reverse = true;
                 let path = self.locations[l].path.clone();
                 self.scopes[scope]
                     .reverse
@@ -1127,7 +1125,7 @@ impl Translator {
                 route.host = host.cloned();
                 route.rewrite_prefix = rewrite_prefix.clone();
                 route.preserve_host = preserve_host;
-                route.rewrite_redirects = reverse || location.is_some_and(|l| l.reverse);
+                route.rewrite_redirects = reverse;
                 route.rewrite_cookie_path = cookie_path.clone();
                 route.rewrite_cookie_domain = cookie_domain.clone();
                 (route, mapping.at.clone())
