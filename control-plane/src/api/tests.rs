@@ -781,7 +781,7 @@ async fn a_huge_input_gives_a_short_error() {
             "PUT",
             "/api/v1/clusters/c",
             json!({ "policy": huge }),
-            "`, expected `round_robin`",
+            "`, expected one of `round_robin`",
         ),
     ];
     for (method, uri, body, says) in cases {
