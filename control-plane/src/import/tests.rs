@@ -687,3 +687,14 @@ fn missing_includes_and_cycles_are_refused() {
         .to_string();
     assert!(err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn what_a_cluster_cannot_hold_is_refused_where_the_balancer_is() {
+    let err = refused(
+        "\n<Proxy balancer://c>\nBalancerMember http://a:1 route=a/b\n</Proxy>\nProxyPass / balancer://c/\n",
+    );
+    assert!(
+        err.starts_with("t.conf:2: cannot be translated: cluster \"c\""),
+        "{err}"
+    );
+}

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use switchyard_shared::text::quoted;
-use switchyard_shared::validate::MAX_RETRIES;
+use switchyard_shared::validate::{MAX_RETRIES, normalize_cluster};
 use switchyard_shared::{Cluster, Dur, HealthCheck, MemberState};
 
 use super::{Draft, Translator};
@@ -453,6 +453,10 @@ pub(super) fn finish_cluster(t: &mut Translator, draft: Draft) -> Result<Cluster
         }
     }
     balancing::apply(t, &mut cluster, draft.lbmethod, draft.sticky);
+    // What Apache takes but a cluster cannot hold (a route= or cookie name
+    // with other characters): refused where the balancer was first named.
+    normalize_cluster(&mut cluster.clone())
+        .map_err(|e| ImportError::new(&draft.at, format!("cannot be translated: {}", e.message)))?;
     Ok(cluster)
 }
 
