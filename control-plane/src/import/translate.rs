@@ -186,7 +186,7 @@ fn why_not(name: &str) -> &'static str {
         "serveradmin" | "serversignature" | "servertokens" | "user" | "group" | "pidfile"
         | "mutex" | "defaultruntimedir" => "process settings of Apache itself",
         "timeout" | "keepalive" | "keepalivetimeout" | "maxkeepaliverequests" => {
-            "client connection limits are replica flags (--header-timeout, --keepalive-timeout)"
+            "client connection limits are replica flags (--client-header-timeout, --client-keepalive-timeout)"
         }
         "header" | "requestheader" => "header rules are not translated",
         "redirect" | "redirectmatch" | "redirectpermanent" => "redirects are not translated",
