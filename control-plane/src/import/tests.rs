@@ -539,6 +539,14 @@ ProxyPass / balancer://c/
 }
 
 #[test]
+fn a_route_cookie_header_without_its_balancer_is_warned() {
+    let imported = ok(
+        "Header add Set-Cookie \"R=.%{BALANCER_WORKER_ROUTE}e; path=/\" env=BALANCER_ROUTE_CHANGED\nProxyPass / http://a:1/\n",
+    );
+    assert!(warned(&imported, 1, "no balancer's stickysession names R"));
+}
+
+#[test]
 fn lbmethods_become_policies() {
     for (method, policy, warns) in [
         ("byrequests", Policy::RoundRobin, false),

@@ -55,7 +55,7 @@ struct Scope {
     /// `ProxyPassReverse`s to match with the scope's `ProxyPass`es at the end.
     reverse: Vec<(String, String, Location)>,
     /// Cookie names that a `Header add Set-Cookie "NAME=.%{BALANCER_WORKER_ROUTE}e…"` sets.
-    route_cookies: Vec<String>,
+    route_cookies: Vec<(String, Location)>,
     rewrite_engine: bool,
     /// A `RewriteCond` waits for the next `RewriteRule`.
     rewrite_cond: Option<Location>,
@@ -395,7 +395,9 @@ impl Translator {
             ("rewriterule", Context::Server) => self.rewrite_rule(node, scope)?,
             ("header", Context::Server) if is_route_cookie_header(node).is_some() => {
                 if let Some(cookie) = is_route_cookie_header(node) {
-                    self.scopes[scope].route_cookies.push(cookie);
+                    self.scopes[scope]
+                        .route_cookies
+                        .push((cookie, node.at.clone()));
                 }
             }
             _ => self.not_translated(node),
@@ -1043,6 +1045,25 @@ impl Translator {
             let cluster = params::finish_cluster(&mut self, draft)?;
             config.clusters.push(cluster);
         }
+        let unused: Vec<(String, Location)> = self
+            .scopes
+            .iter()
+            .flat_map(|s| s.route_cookies.iter().cloned())
+            .filter(|(name, _)| {
+                !config
+                    .clusters
+                    .iter()
+                    .any(|c| c.sticky.as_ref().is_some_and(|s| s.cookie == *name))
+            })
+            .collect();
+        for (name, at) in unused {
+            self.warn(
+                &at,
+                format!(
+                    "Header Set-Cookie {name}=…%{{BALANCER_WORKER_ROUTE}}e not translated: no balancer's stickysession names {name}"
+                ),
+            );
+        }
         validate_config(&mut config).map_err(|e| ImportError {
             at: None,
             reason: format!(
@@ -1137,7 +1158,7 @@ impl Translator {
     pub(super) fn sets_route_cookie(&self, name: &str) -> bool {
         self.scopes
             .iter()
-            .any(|s| s.route_cookies.iter().any(|c| c == name))
+            .any(|s| s.route_cookies.iter().any(|(c, _)| c == name))
     }
 }
 
