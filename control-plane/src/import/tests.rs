@@ -547,6 +547,19 @@ fn a_route_cookie_header_without_its_balancer_is_warned() {
 }
 
 #[test]
+fn a_proxy_pass_apache_never_reaches_is_warned() {
+    let imported = ok(
+        "ProxyPass / http://a:1/\nProxyPass /api/ http://b:1/\n<VirtualHost *:80>\nServerName v\nProxyPass /x/ http://b:1/x/\nProxyPass / http://a:1/\n</VirtualHost>\n",
+    );
+    assert!(warned(
+        &imported,
+        2,
+        "\"/api/\" comes after \"/\" (t.conf:1), so Apache never uses it"
+    ));
+    assert_eq!(imported.warnings.len(), 1, "{:?}", imported.warnings);
+}
+
+#[test]
 fn lbmethods_become_policies() {
     for (method, policy, warns) in [
         ("byrequests", Policy::RoundRobin, false),

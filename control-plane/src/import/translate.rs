@@ -996,6 +996,7 @@ impl Translator {
             .collect();
         let mut routes: Vec<(Route, Location)> = Vec::new();
         let mappings = std::mem::take(&mut self.mappings);
+        self.warn_shadowed(&mappings);
         for mapping in &mappings {
             let reverse = self.reverse_for(mapping, &mut reverse_used);
             routes.extend(self.routes_of(mapping, reverse));
@@ -1075,6 +1076,28 @@ impl Translator {
             config,
             warnings: self.warnings,
         })
+    }
+
+    /// Apache tries a scope's `ProxyPass`es in order and takes the first that
+    /// matches; routes take the longest prefix. Where the two differ (a
+    /// shorter prefix written first), the later one is warned about.
+    fn warn_shadowed(&mut self, mappings: &[Mapping]) {
+        for (i, later) in mappings.iter().enumerate() {
+            let earlier = mappings[..i].iter().find(|m| {
+                m.scope == later.scope && m.path != later.path && later.path.starts_with(&m.path)
+            });
+            if let Some(earlier) = earlier {
+                self.warn(
+                    &later.at,
+                    format!(
+                        "{} comes after {} ({}), so Apache never uses it (the first match wins); the route for it takes effect here (the longest prefix wins)",
+                        quoted(&later.path),
+                        quoted(&earlier.path),
+                        earlier.at
+                    ),
+                );
+            }
+        }
     }
 
     /// `ProxyTimeout` for every cluster a scope leads to that set no timeout
