@@ -719,3 +719,45 @@ fn what_a_cluster_cannot_hold_is_refused_where_the_balancer_is() {
         "{err}"
     );
 }
+
+/// A cheap stand-in for the fuzz target in every test run: every prefix of a
+/// rich config, and seeded random edits of it, are refused or translated,
+/// never a panic.
+#[test]
+fn no_input_panics() {
+    let rich = format!(
+        "{TUTORIAL_2}\n<VirtualHost *:80>\nServerName a.test\nServerAlias b.test\n<Location /l/>\nProxyPass http://h:1/x/ timeout=3\nProxyPassReverse http://h:1/x/\n</Location>\nRewriteEngine On\nRewriteRule ^/r/(.*)$ http://h:2/$1 [P]\nProxyPassMatch ^/m/(.*)$ http://h:3/$1\nProxyPassReverseCookiePath /x/ /l/\nHeader add Set-Cookie \"S=.%{{BALANCER_WORKER_ROUTE}}e; path=/\" env=BALANCER_ROUTE_CHANGED\n<Proxy balancer://s>\nBalancerMember http://h:4 route=r1 loadfactor=2 status=+H hcmethod=GET hcuri=/h\nProxySet lbmethod=bybusyness stickysession=S\n</Proxy>\nProxyPass /s/ balancer://s/\n</VirtualHost>\n"
+    );
+    let whole = ok(&rich);
+    assert_eq!(whole.config.routes.len(), 9, "{:?}", whole.config.routes);
+    let boundaries: Vec<usize> = (0..=rich.len())
+        .filter(|&i| rich.is_char_boundary(i))
+        .collect();
+    for end in boundaries {
+        let _ = import_str(&rich[..end], "t.conf");
+    }
+    let alphabet: Vec<char> = "<>/\\\"' \n\t=|$^()*.!+-#:0123456789aHDEN"
+        .chars()
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..3000 {
+        let mut text: Vec<char> = rich.chars().collect();
+        for _ in 0..rng.usize(1..6) {
+            let at = rng.usize(0..=text.len());
+            match rng.u8(0..3) {
+                0 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ => text.insert(at, alphabet[rng.usize(0..alphabet.len())]),
+            }
+        }
+        let text: String = text.into_iter().collect();
+        if let Ok(imported) = import_str(&text, "t.conf") {
+            let mut again = imported.config.clone();
+            assert!(
+                switchyard_shared::validate::validate_config(&mut again).is_ok(),
+                "{text}"
+            );
+        }
+    }
+}
