@@ -99,6 +99,25 @@ ProxyPass /api/ http://10.0.0.1:9000/v1/
 }
 
 #[test]
+fn the_last_server_name_wins() {
+    let imported = ok(
+        "<VirtualHost *:80>\nServerAlias www.b.test\nServerName a.test\nServerName b.test\nProxyPass / http://h:1/\n</VirtualHost>\n",
+    );
+    let hosts: Vec<_> = imported
+        .config
+        .routes
+        .iter()
+        .map(|r| r.host.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(hosts, ["b.test", "www.b.test"]);
+    assert!(warned(
+        &imported,
+        4,
+        "a second ServerName replaces \"a.test\""
+    ));
+}
+
+#[test]
 fn directive_names_are_case_insensitive_and_arguments_quoted() {
     let imported = ok(
         "<virtualhost *:80>\nproxypass \"/a/\" 'http://h:1/'\nPROXYPRESERVEHOST on\n</VIRTUALHOST>",

@@ -47,7 +47,8 @@ enum Context {
 #[derive(Debug)]
 struct Scope {
     label: String,
-    hosts: Vec<String>,
+    server_name: Option<String>,
+    aliases: Vec<String>,
     preserve_host: Option<bool>,
     proxy_timeout: Option<(Dur, Location)>,
     cookie_path: Option<CookieRewrite>,
@@ -65,7 +66,8 @@ impl Scope {
     fn new(label: &str) -> Self {
         Scope {
             label: label.to_owned(),
-            hosts: Vec::new(),
+            server_name: None,
+            aliases: Vec::new(),
             preserve_host: None,
             proxy_timeout: None,
             cookie_path: None,
@@ -332,8 +334,18 @@ impl Translator {
                             quoted(&node.args[0])
                         ),
                     );
+                } else if wildcard(&host) {
+                    self.warn_wildcard(node, &host);
                 } else {
-                    self.add_host(scope, host, node);
+                    if let Some(before) = self.scopes[scope].server_name.replace(host) {
+                        self.warn(
+                            &node.at,
+                            format!(
+                                "a second ServerName replaces {} (the last one wins, as in Apache)",
+                                quoted(&before)
+                            ),
+                        );
+                    }
                 }
             }
             ("serveralias", Context::Server) if scope > 0 => {
@@ -406,24 +418,25 @@ impl Translator {
     }
 
     fn add_host(&mut self, scope: usize, host: String, node: &Node) {
-        if host.contains('*') || host.contains('?') {
-            self.warn(
-                &node.at,
-                format!(
-                    "{} {} not translated: routes match exact host names only",
-                    node.name,
-                    quoted(&host)
-                ),
-            );
+        if wildcard(&host) {
+            self.warn_wildcard(node, &host);
             return;
         }
         let s = &mut self.scopes[scope];
-        if s.hosts.is_empty() {
-            s.label = sanitize(&host);
+        if !s.aliases.contains(&host) {
+            s.aliases.push(host);
         }
-        if !s.hosts.contains(&host) {
-            s.hosts.push(host);
-        }
+    }
+
+    fn warn_wildcard(&mut self, node: &Node, host: &str) {
+        self.warn(
+            &node.at,
+            format!(
+                "{} {} not translated: routes match exact host names only",
+                node.name,
+                quoted(host)
+            ),
+        );
     }
 
     /// The cluster of `balancer://name`, created when first named.
@@ -1155,11 +1168,15 @@ impl Translator {
             .and_then(|l| l.cookie_domain.clone())
             .or_else(|| scope.cookie_domain.clone())
             .or_else(|| global.cookie_domain.clone());
-        let hosts: Vec<Option<&String>> = if scope.hosts.is_empty() {
-            vec![None]
-        } else {
-            scope.hosts.iter().map(Some).collect()
-        };
+        let mut hosts: Vec<Option<&String>> = Vec::new();
+        for host in scope.server_name.iter().chain(&scope.aliases) {
+            if !hosts.contains(&Some(host)) {
+                hosts.push(Some(host));
+            }
+        }
+        if hosts.is_empty() {
+            hosts.push(None);
+        }
         hosts
             .into_iter()
             .map(|host| {
@@ -1183,6 +1200,10 @@ impl Translator {
             .iter()
             .any(|s| s.route_cookies.iter().any(|(c, _)| c == name))
     }
+}
+
+fn wildcard(host: &str) -> bool {
+    host.contains(['*', '?'])
 }
 
 /// `balancer://name[/path]` → `name`.
