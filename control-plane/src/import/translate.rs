@@ -990,49 +990,65 @@ impl Translator {
     }
 
     fn finish(mut self) -> Result<Imported, ImportError> {
-        for draft in &self.clusters {
-            if !draft.defined {
-                return Err(ImportError::new(
-                    &draft.at,
-                    format!(
-                        "balancer://{} is used but never defined (no <Proxy balancer://{}> or BalancerMember)",
-                        draft.cluster.name, draft.cluster.name
-                    ),
-                ));
-            }
-        }
+        self.check_defined()?;
         self.apply_timeouts();
+        let mut config = Config {
+            clusters: Vec::new(),
+            routes: self.routes(),
+        };
+        let drafts = std::mem::take(&mut self.clusters);
+        for draft in drafts {
+            let cluster = params::finish_cluster(&mut self, draft)?;
+            config.clusters.push(cluster);
+        }
+        self.warn_unused_route_cookies(&config);
+        validate_config(&mut config).map_err(|e| ImportError {
+            at: None,
+            reason: format!(
+                "the translated config does not pass validation: {}",
+                e.message
+            ),
+        })?;
+        Ok(Imported {
+            config,
+            warnings: self.warnings,
+        })
+    }
+
+    /// Every balancer a `ProxyPass` named has a `<Proxy>` or a `BalancerMember`.
+    fn check_defined(&self) -> Result<(), ImportError> {
+        match self.clusters.iter().find(|d| !d.defined) {
+            Some(draft) => Err(ImportError::new(
+                &draft.at,
+                format!(
+                    "balancer://{} is used but never defined (no <Proxy balancer://{}> or BalancerMember)",
+                    draft.cluster.name, draft.cluster.name
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The routes of every mapping, named uniquely; a second route for the
+    /// same host and prefix, or one a route cannot be, is warned about.
+    fn routes(&mut self) -> Vec<Route> {
         let mut reverse_used: Vec<Vec<bool>> = self
             .scopes
             .iter()
             .map(|s| vec![false; s.reverse.len()])
             .collect();
-        let mut routes: Vec<(Route, Location)> = Vec::new();
+        let mut drafts: Vec<(Route, Location)> = Vec::new();
         let mappings = std::mem::take(&mut self.mappings);
         self.warn_shadowed(&mappings);
         for mapping in &mappings {
             let reverse = self.reverse_for(mapping, &mut reverse_used);
-            routes.extend(self.routes_of(mapping, reverse));
+            drafts.extend(self.routes_of(mapping, reverse));
         }
-        for (s, used) in reverse_used.iter().enumerate() {
-            for (i, used) in used.iter().enumerate() {
-                if !used {
-                    let (path, url, at) = self.scopes[s].reverse[i].clone();
-                    self.warn(
-                        &at,
-                        format!(
-                            "ProxyPassReverse {} {} not translated: only a URL that a ProxyPass of the same path leads to can be rewritten",
-                            quoted(&path),
-                            quoted(&url)
-                        ),
-                    );
-                }
-            }
-        }
-        let mut config = Config::default();
+        self.warn_unused_reverse(&reverse_used);
+        let mut routes = Vec::with_capacity(drafts.len());
         let mut seen: HashMap<(Option<String>, String), Location> = HashMap::new();
         let mut names: HashSet<String> = HashSet::new();
-        for (mut route, at) in routes {
+        for (mut route, at) in drafts {
             let key = (route.host.clone(), route.path_prefix.clone());
             if let Some(first) = seen.get(&key) {
                 self.warn(
@@ -1052,13 +1068,30 @@ impl Translator {
             seen.insert(key, at);
             route.name = unique(&route.name, &names);
             names.insert(route.name.clone());
-            config.routes.push(route);
+            routes.push(route);
         }
-        let drafts = std::mem::take(&mut self.clusters);
-        for draft in drafts {
-            let cluster = params::finish_cluster(&mut self, draft)?;
-            config.clusters.push(cluster);
+        routes
+    }
+
+    fn warn_unused_reverse(&mut self, used: &[Vec<bool>]) {
+        for (s, used) in used.iter().enumerate() {
+            for (i, used) in used.iter().enumerate() {
+                if !used {
+                    let (path, url, at) = self.scopes[s].reverse[i].clone();
+                    self.warn(
+                        &at,
+                        format!(
+                            "ProxyPassReverse {} {} not translated: only a URL that a ProxyPass of the same path leads to can be rewritten",
+                            quoted(&path),
+                            quoted(&url)
+                        ),
+                    );
+                }
+            }
         }
+    }
+
+    fn warn_unused_route_cookies(&mut self, config: &Config) {
         let unused: Vec<(String, Location)> = self
             .scopes
             .iter()
@@ -1078,17 +1111,6 @@ impl Translator {
                 ),
             );
         }
-        validate_config(&mut config).map_err(|e| ImportError {
-            at: None,
-            reason: format!(
-                "the translated config does not pass validation: {}",
-                e.message
-            ),
-        })?;
-        Ok(Imported {
-            config,
-            warnings: self.warnings,
-        })
     }
 
     /// Apache tries a scope's `ProxyPass`es in order and takes the first that
