@@ -420,6 +420,24 @@ async fn a_config_apache_would_refuse_is_refused_with_its_line() {
         stderr(&output)
     );
 
+    // A good config, but no control plane at that address: exit 1, said why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let good = fixture("tutorial-1/000-default.conf");
+    let output = import(&[
+        good.to_str().unwrap_or_default(),
+        "--apply",
+        &format!("http://{closed}"),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("GET http://{closed}/api/v1/config")),
+        "{}",
+        stderr(&output)
+    );
+
     let bad_weight = fleet.dir.join("weight.conf");
     std::fs::write(
         &bad_weight,
