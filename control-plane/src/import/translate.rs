@@ -7,9 +7,9 @@
 //! the cookie rewrites, `ProxyPassReverse`) are gathered while walking and
 //! applied at the end, so their order in the file does not matter, as in Apache.
 //!
-//! Here: the walk over sections and the directive dispatch. [`pass`]:
-//! `ProxyPass` and its kin; [`balancer`]: `BalancerMember`, `ProxySet`;
-//! [`params`]: their `key=value`s; [`routes`]: the end (routes, clusters,
+//! Here: the walk over sections and the directive dispatch. `pass`:
+//! `ProxyPass` and its kin; `balancer`: `BalancerMember`, `ProxySet`;
+//! `params`: their `key=value`s; `routes`: the end (routes, clusters,
 //! whole-config checks).
 
 mod balancer;
