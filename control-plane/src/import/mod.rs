@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`lexer`]: logical lines (comments, `\` continuations) and words (quotes).
 //! - [`parser`]: one file's directives tree, each node with its file and line.
-//! - [`include`]: the files read, `Include`/`IncludeOptional` expanded, cycles refused.
+//! - [`include`](mod@include): the files read, `Include`/`IncludeOptional` expanded, cycles refused.
 //! - [`translate`]: the tree turned into a [`Config`] and the warnings for
 //!   everything that was not translated; [`pattern`] says when a regex is a prefix.
 //! - [`output`]: the JSON, `--apply` through the REST API, and `--dry-run`'s diff.
