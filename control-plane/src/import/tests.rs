@@ -290,6 +290,15 @@ fn balancer_member_outside_a_balancer() {
 }
 
 #[test]
+fn balancer_names_are_case_insensitive() {
+    let imported = ok(
+        "<Proxy balancer://MyCluster>\nBalancerMember http://a:1\n</Proxy>\nProxyPass / balancer://mycluster/\n",
+    );
+    assert_eq!(imported.config.clusters.len(), 1);
+    assert_eq!(route(&imported, None, "/").cluster, "MyCluster");
+}
+
+#[test]
 fn unknown_balancer_is_refused() {
     let err = refused("ProxyPass / balancer://nowhere/\n");
     assert_eq!(

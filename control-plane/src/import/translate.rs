@@ -449,7 +449,8 @@ impl Translator {
 
     /// The cluster of `balancer://name`, created when first named.
     fn balancer(&mut self, name: &str, at: &Location) -> usize {
-        let key = format!("balancer://{name}");
+        // Apache compares balancer names without case.
+        let key = format!("balancer://{}", name.to_ascii_lowercase());
         if let Some(&index) = self.by_key.get(&key) {
             return index;
         }
