@@ -40,6 +40,10 @@ impl CookieRewrites {
 
     /// Rewrites every `Set-Cookie` in `headers` in place (their order kept).
     pub fn apply(&self, headers: &mut HeaderMap) {
+        // A lookup first: `entry` may grow the map even when the name is absent.
+        if !headers.contains_key(header::SET_COOKIE) {
+            return;
+        }
         let header::Entry::Occupied(mut entry) = headers.entry(header::SET_COOKIE) else {
             return;
         };
