@@ -7,7 +7,8 @@
 #
 # Targets: response_head (h1::parse_response over any bytes and method), chunked (the chunked
 # decoder, whole against split input), request_rewrite (the proxy's path rewrite) and
-# accept_encoding (the client's Accept-Encoding read for compression). A crash
+# accept_encoding (the client's Accept-Encoding read for compression) and
+# apache_config (the import-apache parser and translation over any text). A crash
 # leaves its input in fuzz/artifacts/<target>/; replay it with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>` and turn it into a unit test.
 #

@@ -6,19 +6,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use switchyard_shared::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
 use crate::discovery::Coalesce;
+use crate::import::output::ImportArgs;
 use crate::{DEFAULT_SHUTDOWN_GRACE, Settings};
 
 /// Switchyard's control plane: holds clusters, members and routes, serves the
 /// REST API and pushes every new config version to the data planes over gRPC.
+/// With no subcommand it runs the server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "switchyard-control-plane", version, about)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address of the REST API (port 0 picks a free port).
     #[arg(long, env = "SWITCHYARD_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub api_listen: SocketAddr,
@@ -54,6 +59,15 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Translate Apache httpd mod_proxy configuration into a Switchyard config:
+    /// print it (JSON), apply it (--apply URL) or show the diff (--dry-run).
+    /// Exit code 2: a config Apache would refuse (nothing printed or applied).
+    ImportApache(ImportArgs),
+}
+
 impl Args {
     pub fn settings(&self) -> Settings {
         Settings {
@@ -72,6 +86,9 @@ impl Args {
 /// SIGINT or SIGTERM.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::ImportApache(import)) = &args.command {
+        return crate::import::output::run(import);
+    }
     telemetry::init(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,5 +176,30 @@ mod tests {
         assert_eq!(args.config, Some(PathBuf::from("boot.json")));
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(Args::try_parse_from(["cp", "--api-listen", "nowhere"]).is_err());
+        assert!(args.command.is_none());
+    }
+
+    #[test]
+    fn import_apache_is_a_subcommand() {
+        let args = Args::try_parse_from([
+            "cp",
+            "import-apache",
+            "a.conf",
+            "b.conf",
+            "--apply",
+            "http://127.0.0.1:1",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Some(Command::ImportApache(import)) = args.command else {
+            panic!("no subcommand");
+        };
+        assert_eq!(
+            import.files,
+            vec![PathBuf::from("a.conf"), PathBuf::from("b.conf")]
+        );
+        assert!(import.dry_run);
+        assert!(Args::try_parse_from(["cp", "import-apache"]).is_err());
+        assert!(Args::try_parse_from(["cp", "import-apache", "a.conf", "--dry-run"]).is_err());
     }
 }

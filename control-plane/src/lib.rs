@@ -11,6 +11,7 @@
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
+//! - [`import`]: `import-apache`, Apache mod_proxy configuration translated.
 //!
 //! [`run`] ties them together on two listeners, so the same server runs in
 //! the binary and in-process in tests.
@@ -27,6 +28,7 @@ use tracing::{info, warn};
 pub mod api;
 pub mod cli;
 pub mod discovery;
+pub mod import;
 pub mod metrics;
 pub mod registry;
 pub mod store;

@@ -10,8 +10,8 @@ pub mod text;
 pub mod validate;
 
 pub use model::{
-    Algorithm, Cluster, Compress, Config, Dur, HashOn, HeaderRules, HealthCheck, Member,
-    MemberState, OutlierDetection, Policy, Protocol, RetryOn, RetryPolicy, Route, Sticky,
+    Algorithm, Cluster, Compress, Config, CookieRewrite, Dur, HashOn, HeaderRules, HealthCheck,
+    Member, MemberState, OutlierDetection, Policy, Protocol, RetryOn, RetryPolicy, Route, Sticky,
 };
 pub use snapshot::{ConfigDocument, Snapshot, config_hash, written_config_hash};
 pub use validate::{ConfigError, ErrorKind, MemberAddr, Scheme};

@@ -282,6 +282,23 @@ pub struct Route {
     /// `add_header` / `proxy_hide_header`, Apache `Header`); none: no rule.
     #[serde(default)]
     pub response_headers: Option<HeaderRules>,
+    /// The `Path=` of every `Set-Cookie` from the member that starts with
+    /// `from` gets that prefix replaced by `to` (Apache `ProxyPassReverseCookiePath`).
+    #[serde(default)]
+    pub rewrite_cookie_path: Option<CookieRewrite>,
+    /// The `Domain=` of every `Set-Cookie` from the member that is `from`
+    /// (case-insensitive, a leading '.' aside) becomes `to` (Apache
+    /// `ProxyPassReverseCookieDomain`).
+    #[serde(default)]
+    pub rewrite_cookie_domain: Option<CookieRewrite>,
+}
+
+/// One rewrite of a cookie attribute: `{"from": ..., "to": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, remote = "Self")]
+pub struct CookieRewrite {
+    pub from: String,
+    pub to: String,
 }
 
 /// Which responses of a route are compressed, and how.
@@ -338,6 +355,7 @@ crate::objects_only!(
     Route => "a route object {\"path_prefix\": ..., \"cluster\": ..., ...}",
     Compress => "a compress object {\"algorithms\": [...], \"types\": [...], \"min_size\": ...}",
     HeaderRules => "a header rules object {\"set\": {...}, \"append\": {...}, \"remove\": [...]}",
+    CookieRewrite => "a cookie rewrite object {\"from\": ..., \"to\": ...}",
 );
 crate::serialize_as_derived!(
     Config,
@@ -349,7 +367,8 @@ crate::serialize_as_derived!(
     HealthCheck,
     Route,
     Compress,
-    HeaderRules
+    HeaderRules,
+    CookieRewrite
 );
 
 /// A duration written as a human string (`"500ms"`, `"2s"`, `"1m"`).
@@ -714,6 +733,17 @@ impl Route {
             compress: None,
             request_headers: None,
             response_headers: None,
+            rewrite_cookie_path: None,
+            rewrite_cookie_domain: None,
+        }
+    }
+}
+
+impl CookieRewrite {
+    pub fn new(from: impl Into<String>, to: impl Into<String>) -> Self {
+        CookieRewrite {
+            from: from.into(),
+            to: to.into(),
         }
     }
 }

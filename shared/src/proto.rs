@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::model::{
-    Algorithm, Cluster, Compress, Config, Dur, HashOn, HeaderRules, HealthCheck, Member,
-    MemberState, OutlierDetection, Policy, Protocol, RetryOn, RetryPolicy, Route, Sticky,
+    Algorithm, Cluster, Compress, Config, CookieRewrite, Dur, HashOn, HeaderRules, HealthCheck,
+    Member, MemberState, OutlierDetection, Policy, Protocol, RetryOn, RetryPolicy, Route, Sticky,
 };
 use crate::snapshot::Snapshot;
 use crate::text::quoted;
@@ -137,6 +137,11 @@ impl From<&Route> for v1::Route {
             }),
             request_headers: r.request_headers.as_ref().map(v1::HeaderRules::from),
             response_headers: r.response_headers.as_ref().map(v1::HeaderRules::from),
+            rewrite_cookie_path: r.rewrite_cookie_path.as_ref().map(v1::CookieRewrite::from),
+            rewrite_cookie_domain: r
+                .rewrite_cookie_domain
+                .as_ref()
+                .map(v1::CookieRewrite::from),
         }
     }
 }
@@ -151,12 +156,30 @@ impl From<&HeaderRules> for v1::HeaderRules {
     }
 }
 
+impl From<&CookieRewrite> for v1::CookieRewrite {
+    fn from(r: &CookieRewrite) -> Self {
+        v1::CookieRewrite {
+            from: r.from.clone(),
+            to: r.to.clone(),
+        }
+    }
+}
+
 impl From<v1::HeaderRules> for HeaderRules {
     fn from(rules: v1::HeaderRules) -> Self {
         HeaderRules {
             set: rules.set.into_iter().collect(),
             append: rules.append.into_iter().collect(),
             remove: rules.remove,
+        }
+    }
+}
+
+impl From<v1::CookieRewrite> for CookieRewrite {
+    fn from(r: v1::CookieRewrite) -> Self {
+        CookieRewrite {
+            from: r.from,
+            to: r.to,
         }
     }
 }
@@ -327,6 +350,8 @@ impl TryFrom<v1::Route> for Route {
             compress,
             request_headers: r.request_headers.map(HeaderRules::from),
             response_headers: r.response_headers.map(HeaderRules::from),
+            rewrite_cookie_path: r.rewrite_cookie_path.map(CookieRewrite::from),
+            rewrite_cookie_domain: r.rewrite_cookie_domain.map(CookieRewrite::from),
         })
     }
 }
@@ -378,6 +403,8 @@ mod tests {
         rules.remove.push("X-Secret".into());
         route.request_headers = Some(rules.clone());
         route.response_headers = Some(rules);
+        route.rewrite_cookie_path = Some(CookieRewrite::new("/app/", "/"));
+        route.rewrite_cookie_domain = Some(CookieRewrite::new("backend", "example.com"));
         let snapshot = Snapshot::new(
             7,
             "store",

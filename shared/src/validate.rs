@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use http::Uri;
 
 use crate::model::{
-    Cluster, Compress, Config, HashOn, HeaderRules, HealthCheck, Member, OutlierDetection, Policy,
-    Protocol, RetryPolicy, Route, Sticky,
+    Cluster, Compress, Config, CookieRewrite, HashOn, HeaderRules, HealthCheck, Member,
+    OutlierDetection, Policy, Protocol, RetryPolicy, Route, Sticky,
 };
 use crate::text::quoted;
 
@@ -512,6 +512,14 @@ pub fn normalize_route(route: &mut Route) -> Result<(), ConfigError> {
     if let Some(rules) = &route.response_headers {
         validate_header_rules(Direction::Response, rules).map_err(in_route)?;
     }
+    if let Some(rewrite) = &route.rewrite_cookie_path {
+        validate_cookie_rewrite("rewrite_cookie_path", rewrite, cookie_path_ok)
+            .map_err(|e| ConfigError::invalid(format!("route {name}: {}", e.message)))?;
+    }
+    if let Some(rewrite) = &route.rewrite_cookie_domain {
+        validate_cookie_rewrite("rewrite_cookie_domain", rewrite, cookie_domain_ok)
+            .map_err(|e| ConfigError::invalid(format!("route {name}: {}", e.message)))?;
+    }
     Ok(())
 }
 
@@ -692,6 +700,49 @@ pub fn validate_header_rules(direction: Direction, rules: &HeaderRules) -> Resul
         return Err(ConfigError::invalid(format!(
             "{field} set \"Host\": the value is empty; a request needs a host"
         )));
+    }
+    Ok(())
+}
+
+/// A cookie `Path` a rewrite may name: starts with '/', and holds no
+/// character that would end the attribute or the header (`;`, `,`, spaces,
+/// control characters).
+fn cookie_path_ok(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= 1024
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+}
+
+/// A cookie `Domain` a rewrite may name: a host name (letters, digits, '-',
+/// '.'), a leading '.' allowed as Apache and old browsers write it.
+fn cookie_domain_ok(domain: &str) -> bool {
+    let name = domain.strip_prefix('.').unwrap_or(domain);
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn validate_cookie_rewrite(
+    field: &str,
+    rewrite: &CookieRewrite,
+    ok: fn(&str) -> bool,
+) -> Result<(), ConfigError> {
+    for (side, value) in [("from", &rewrite.from), ("to", &rewrite.to)] {
+        if !ok(value) {
+            let expected = if field == "rewrite_cookie_path" {
+                "a path starting with '/' with no spaces, ';' or ','"
+            } else {
+                "a host name (letters, digits, '-', '.')"
+            };
+            return Err(ConfigError::invalid(format!(
+                "{field} {side} {} must be {expected}",
+                quoted(value)
+            )));
+        }
     }
     Ok(())
 }
@@ -1096,6 +1147,26 @@ mod tests {
         route.compress = Some(twice);
         let err = normalize_route(&mut route).unwrap_err();
         assert!(err.message.contains("\"gzip\" twice"), "{err}");
+    }
+
+    #[test]
+    fn cookie_rewrites_are_checked() {
+        let mut route = Route::new("r", "/", "c");
+        route.rewrite_cookie_path = Some(CookieRewrite::new("/app/", "/"));
+        route.rewrite_cookie_domain = Some(CookieRewrite::new("backend.internal", ".example.com"));
+        normalize_route(&mut route).unwrap();
+        for (from, to) in [("app", "/"), ("/a;b", "/"), ("/", "/a b"), ("/", "")] {
+            let mut route = Route::new("r", "/", "c");
+            route.rewrite_cookie_path = Some(CookieRewrite::new(from, to));
+            let err = normalize_route(&mut route).unwrap_err();
+            assert!(err.message.contains("rewrite_cookie_path"), "{err}");
+        }
+        for (from, to) in [("", "a"), ("a", "b c"), ("a;b", "a"), (".", "a")] {
+            let mut route = Route::new("r", "/", "c");
+            route.rewrite_cookie_domain = Some(CookieRewrite::new(from, to));
+            let err = normalize_route(&mut route).unwrap_err();
+            assert!(err.message.contains("rewrite_cookie_domain"), "{err}");
+        }
     }
 
     #[test]

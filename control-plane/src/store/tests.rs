@@ -244,7 +244,10 @@ async fn a_state_file_written_before_a_field_was_added_still_opens() {
     let current = reopened.current();
     assert_eq!(current.version, written.version);
     assert_eq!(current.config, written.config);
-    assert_eq!(current.hash, written.hash, "re-hashed as this build reads it");
+    assert_eq!(
+        current.hash, written.hash,
+        "re-hashed as this build reads it"
+    );
 
     // A hash that is neither is still refused.
     let text = std::fs::read_to_string(&path).unwrap();

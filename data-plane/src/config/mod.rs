@@ -1,10 +1,11 @@
 //! The config a replica runs: the stream from the control plane
 //! ([`discovery`]), the one place a snapshot is applied ([`apply`]), the
-//! compiled [`table`], its [`routing`] and its routes' [`rules`] (header
-//! rules, compression), and the last good snapshot on disk ([`cache`]).
+//! compiled [`table`], its [`routing`], its routes' [`rules`] (header
+//! rules, compression) and [`cookie`] rewrites, and the last good snapshot on disk ([`cache`]).
 
 pub mod apply;
 pub mod cache;
+pub mod cookie;
 pub mod discovery;
 pub mod routing;
 pub mod rules;

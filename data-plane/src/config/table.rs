@@ -13,6 +13,7 @@ use switchyard_shared::{
 };
 
 use crate::balancer::Balancer;
+use crate::config::cookie::CookieRewrites;
 use crate::config::routing::Router;
 use crate::config::rules::{self, CompressRule, HeaderRuleSet};
 use crate::upstream::{ClusterShared, Generation, MemberShared, Registry};
@@ -47,6 +48,9 @@ pub struct RouteEntry {
     pub host_override: Option<HeaderValue>,
     /// The response's header rules; `None` when there are none.
     pub response_headers: Option<Box<HeaderRuleSet>>,
+    /// `Set-Cookie` `Path`/`Domain` rewrites; `None` (the usual case) costs
+    /// the response path one branch.
+    pub rewrite_cookies: Option<Box<CookieRewrites>>,
 }
 
 #[derive(Debug)]
@@ -189,6 +193,10 @@ pub fn compile(
             preserve_host: route.preserve_host,
             rewrite_redirects: route.rewrite_redirects,
             https_redirect: route.https_redirect,
+            rewrite_cookies: CookieRewrites::compile(
+                route.rewrite_cookie_path.as_ref(),
+                route.rewrite_cookie_domain.as_ref(),
+            ),
         });
     }
     let table = Table {

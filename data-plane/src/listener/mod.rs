@@ -811,7 +811,13 @@ mod tests {
 
     #[test]
     fn client_addresses_are_written_as_display_writes_them() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "1.2.3.100"] {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.2.3.100",
+        ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(ip_header(ip).to_str().unwrap(), ip.to_string());
         }

@@ -801,9 +801,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Step 5: the member's response on its way back, hop-by-hop headers removed,
-/// its redirects rewritten to the client-facing address when asked, then the
-/// route's response header rules, then compression (which sees the headers
-/// as the rules left them).
+/// its redirects (and cookies' `Path`/`Domain`) rewritten to the client-facing
+/// address when asked, then the route's response header rules, then
+/// compression (which sees the headers as the rules left them).
 fn respond(
     head: ResponseHead,
     exchange: Reply,
@@ -832,6 +832,9 @@ fn respond(
                 parts.headers.insert(name.clone(), value);
             }
         }
+    }
+    if let Some(cookies) = &route.rewrite_cookies {
+        cookies.apply(&mut parts.headers);
     }
     if let Some(rules) = &route.response_headers {
         rules.apply(&mut parts.headers);
