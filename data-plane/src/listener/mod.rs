@@ -244,12 +244,16 @@ fn spawn_connection(
 ) {
     match &worker.tls {
         None => {
-            if let Some(serving) = serve_stream(stream, peer, worker) {
+            if let Some(serving) = serve_stream(stream, peer, worker, first_bytes) {
                 connections.spawn(serving);
             }
         }
         Some(acceptor) => {
-            if let Some(serving) = serve_tls_stream(stream, peer, acceptor.clone(), worker) {
+            let acceptor = acceptor.clone();
+            let handshake = move |stream, peer, timeout| async move {
+                tls_first_bytes(stream, peer, &acceptor, timeout).await
+            };
+            if let Some(serving) = serve_stream(stream, peer, worker, handshake) {
                 connections.spawn(serving);
             }
         }
@@ -343,12 +347,22 @@ fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// The task serving one accepted plain connection, or `None` when it was refused.
-fn serve_stream(
+/// The task serving one accepted connection, or `None` when it was refused:
+/// `first` reads what tells its protocol (the first bytes; on the TLS
+/// listener, the handshake first) within the header clock. Each listener
+/// kind gets a task type of its own, so a plain connection's task is no
+/// larger for TLS being there.
+fn serve_stream<S, F, Fut>(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     worker: &Worker,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    first: F,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static + use<S, F, Fut>>
+where
+    S: ClientStream,
+    F: FnOnce(TcpStream, std::net::SocketAddr, Duration) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<(Protocol, ClientIo<S>)>> + Send,
+{
     let (admitted, client) = admit(&stream, peer, worker)?;
     let activity = Activity::new();
     let (builders, clients, drain) = (
@@ -359,41 +373,7 @@ fn serve_stream(
     Some(async move {
         let _admitted = admitted;
         let limits = &clients.limits;
-        let Some((protocol, io)) = first_bytes(stream, peer, limits.header_timeout).await else {
-            return;
-        };
-        let connection = Connection {
-            client,
-            activity,
-            peer,
-            drain,
-        };
-        // Boxed: the task is moved a few times as it is spawned and ended;
-        // what it waits on first (the first bytes) is small.
-        Box::pin(serve_io(io, protocol, connection, &builders, limits)).await;
-    })
-}
-
-/// The task serving one accepted TLS connection, or `None` when it was refused.
-fn serve_tls_stream(
-    stream: TcpStream,
-    peer: std::net::SocketAddr,
-    acceptor: TlsAcceptor,
-    worker: &Worker,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-    let (admitted, client) = admit(&stream, peer, worker)?;
-    let activity = Activity::new();
-    let (builders, clients, drain) = (
-        worker.builders.clone(),
-        worker.clients.clone(),
-        worker.drain.clone(),
-    );
-    Some(async move {
-        let _admitted = admitted;
-        let limits = &clients.limits;
-        let Some((protocol, io)) =
-            tls_first_bytes(stream, peer, &acceptor, limits.header_timeout).await
-        else {
+        let Some((protocol, io)) = first(stream, peer, limits.header_timeout).await else {
             return;
         };
         let connection = Connection {
