@@ -252,3 +252,62 @@ async fn without_a_token_the_api_is_open_and_says_so() {
     assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
     assert_eq!(cp.log().count_matching("No API token configured"), 1);
 }
+
+#[tokio::test]
+async fn sighup_re_reads_the_token_file() {
+    let dir = TestDir::new("access-hup");
+    let file = dir.join("tokens");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("write the token file");
+    let mut cp = ControlPlane::spawn(
+        dir.path(),
+        vec!["--api-token-file".to_owned(), file.display().to_string()],
+    )
+    .await;
+    assert_eq!(put(&cp, ROTATED).await, StatusCode::FORBIDDEN);
+
+    std::fs::write(&file, format!("{ROTATED}\n")).expect("rotate the token file");
+    assert!(cp.hangup(), "the control plane is not running");
+    eventually("the rotated token is accepted", EXIT_DEADLINE, async || {
+        let status = call(
+            &cp,
+            Method::PUT,
+            "/api/v1/clusters/web",
+            Some(ROTATED),
+            Some(&cluster()),
+        )
+        .await
+        .status;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert_eq!(put(&cp, TOKEN).await, StatusCode::FORBIDDEN);
+
+    // A file emptied by mistake keeps the tokens in use.
+    std::fs::write(&file, "# soon\n").expect("empty the token file");
+    assert!(cp.hangup());
+    eventually("the bad file is reported", EXIT_DEADLINE, async || match cp
+        .log()
+        .count_matching("Cannot re-read the API tokens")
+    {
+        0 => Err("not yet"),
+        _ => Ok(()),
+    })
+    .await;
+    assert_eq!(put(&cp, ROTATED).await, StatusCode::OK);
+}
+
+async fn put(cp: &ControlPlane, token: &str) -> StatusCode {
+    call(
+        cp,
+        Method::PUT,
+        "/api/v1/clusters/web",
+        Some(token),
+        Some(&cluster()),
+    )
+    .await
+    .status
+}
