@@ -29,6 +29,7 @@ use switchyard_shared::{
 };
 use tracing::error;
 
+use crate::access::{ApiAccess, Refusal};
 use crate::metrics::{Gauges, Metrics, RejectReason, WriteResult};
 use crate::registry::{Lagging, Registry, ReplicaView, WaitFailure};
 use crate::store::{Store, WriteError, Written};
@@ -44,6 +45,7 @@ pub struct AppState {
     store: Store,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    access: Arc<ApiAccess>,
 }
 
 /// An API error: a status and a JSON body `{"error": ...}` (plus, for a
@@ -121,7 +123,14 @@ impl AppState {
             store,
             registry,
             metrics,
+            access: Arc::new(ApiAccess::open()),
         }
+    }
+
+    /// The same state, with requests checked against `access` (API tokens).
+    pub fn with_access(mut self, access: Arc<ApiAccess>) -> Self {
+        self.access = access;
+        self
     }
 
     /// Stores a change (see [`Store::update`]), counts it, and waits for the
@@ -226,6 +235,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_refused_writes,
@@ -261,6 +271,33 @@ async fn count_refused_writes(
         app.metrics.write(WriteResult::Rejected(reason));
     }
     response
+}
+
+/// Refuses a request without an accepted API token (see [`ApiAccess::check`])
+/// before its path, query or body is read: 401 with `WWW-Authenticate:
+/// Bearer`, or 403.
+async fn require_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    match app
+        .access
+        .check(request.method(), request.uri().path(), request.headers())
+    {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let mut response = error_response(refusal.status(), refusal.message().to_owned());
+            let reason = match refusal {
+                Refusal::Unauthorized => {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer realm=\"switchyard\""),
+                    );
+                    RejectReason::Unauthorized
+                }
+                Refusal::Forbidden => RejectReason::Forbidden,
+            };
+            response.extensions_mut().insert(reason);
+            response
+        }
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

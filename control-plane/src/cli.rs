@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -11,6 +12,7 @@ use switchyard_shared::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
+use crate::access::ApiAccess;
 use crate::discovery::Coalesce;
 use crate::import::output::ImportArgs;
 use crate::{DEFAULT_SHUTDOWN_GRACE, Settings};
@@ -54,6 +56,25 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_PUSH_MAX_DELAY", value_parser = humantime::parse_duration, default_value = "50ms")]
     pub push_max_delay: Duration,
 
+    /// A file of API tokens, one a line (`#` comments, blank lines ignored;
+    /// several for rotation), re-read on SIGHUP. With a token, every write
+    /// needs `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+
+    /// One API token (prefer --api-token-file: a flag shows in `ps`).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SWITCHYARD_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+
+    /// Reads need the token too (`/healthz` stays open).
+    #[arg(long, env = "SWITCHYARD_API_READ_AUTH")]
+    pub api_read_auth: bool,
+
     /// Log lines as human-readable text or JSON.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -69,8 +90,9 @@ pub enum Command {
 }
 
 impl Args {
-    pub fn settings(&self) -> Settings {
+    pub fn settings(&self, api_access: Arc<ApiAccess>) -> Settings {
         Settings {
+            api_access,
             state_file: self.state_file.clone(),
             bootstrap: self.config.clone(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -90,6 +112,21 @@ pub fn main() -> ExitCode {
         return crate::import::output::run(import);
     }
     telemetry::init(args.log_format);
+    let access = match ApiAccess::new(
+        args.api_token.as_deref(),
+        args.api_token_file.as_deref(),
+        args.api_read_auth,
+    ) {
+        Ok(access) => Arc::new(access),
+        Err(e) => {
+            error!(error = %e, "Cannot use the API tokens");
+            return ExitCode::from(2);
+        }
+    };
+    if args.api_read_auth && !access.is_protected() {
+        error!("--api-read-auth needs --api-token or --api-token-file");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,7 +137,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, access)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!(error = %message, "Control plane failed");
@@ -109,16 +146,43 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> Result<(), String> {
+async fn serve(args: Args, access: Arc<ApiAccess>) -> Result<(), String> {
     let api = TcpListener::bind(args.api_listen)
         .await
         .map_err(|e| format!("cannot listen on --api-listen {}: {e}", args.api_listen))?;
     let grpc = TcpListener::bind(args.grpc_listen)
         .await
         .map_err(|e| format!("cannot listen on --grpc-listen {}: {e}", args.grpc_listen))?;
-    crate::run(api, grpc, args.settings(), shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    let reload = reload_tokens_on_hangup(access.clone());
+    let server = crate::run(api, grpc, args.settings(access), shutdown_signal());
+    // The reload loop never ends on its own; it ends with the server.
+    tokio::select! {
+        result = server => result.map_err(|e| e.to_string()),
+        () = reload => Ok(()),
+    }
+}
+
+/// Re-reads the token file on every SIGHUP; a file that cannot be used is
+/// logged and the tokens in use stay.
+async fn reload_tokens_on_hangup(access: Arc<ApiAccess>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(e) => {
+                error!(error = %e, "Cannot listen for SIGHUP; the token file will not be re-read");
+                return std::future::pending().await;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            match access.reload() {
+                Ok(count) => info!(tokens = count, "Re-read the API tokens"),
+                Err(e) => error!(error = %e, "Cannot re-read the API tokens; keeping those in use"),
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

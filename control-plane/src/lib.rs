@@ -8,6 +8,7 @@
 //! - [`store`]: the current snapshot, its durable state file, and the `watch`
 //!   channel every config stream follows.
 //! - [`api`]: the REST API (axum), [`api::router`].
+//! - [`access`]: API tokens (`Authorization: Bearer`) the API asks for.
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod discovery;
@@ -55,6 +57,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How bursts of writes are gathered into one push.
     pub coalesce: discovery::Coalesce,
+    /// The API tokens the REST API asks for (none: the API is open).
+    pub api_access: Arc<access::ApiAccess>,
 }
 
 impl Settings {
@@ -65,6 +69,7 @@ impl Settings {
             bootstrap: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             coalesce: discovery::Coalesce::default(),
+            api_access: Arc::new(access::ApiAccess::open()),
         }
     }
 }
@@ -123,7 +128,13 @@ pub async fn run(
         stop_rx.clone(),
         settings.coalesce,
     );
-    let app = router(AppState::new(store, registry, metrics));
+    if !settings.api_access.is_protected() {
+        warn!(
+            "No API token configured: anyone who reaches the REST API can change the config (see --api-token-file)"
+        );
+    }
+    let app =
+        router(AppState::new(store, registry, metrics).with_access(settings.api_access.clone()));
 
     info!(api.addr = %api_addr, grpc.addr = %grpc_addr, "Listening");
     let api_server = async {

@@ -47,10 +47,14 @@ pub enum RejectReason {
     TooLarge,
     /// No such endpoint (404) or method (405).
     NoSuchEndpoint,
+    /// No API token, or not `Authorization: Bearer <token>` (401).
+    Unauthorized,
+    /// An API token that is not accepted (403).
+    Forbidden,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Invalid,
         RejectReason::NotFound,
         RejectReason::Conflict,
@@ -59,6 +63,8 @@ impl RejectReason {
         RejectReason::JsonData,
         RejectReason::TooLarge,
         RejectReason::NoSuchEndpoint,
+        RejectReason::Unauthorized,
+        RejectReason::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +77,8 @@ impl RejectReason {
             RejectReason::JsonData => "json_data",
             RejectReason::TooLarge => "too_large",
             RejectReason::NoSuchEndpoint => "no_such_endpoint",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Forbidden => "forbidden",
         }
     }
 

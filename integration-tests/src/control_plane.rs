@@ -89,6 +89,11 @@ impl ControlPlane {
         self.process.log()
     }
 
+    /// Sends SIGHUP (re-reads the API token file); false if it is not running.
+    pub fn hangup(&mut self) -> bool {
+        self.process.hangup()
+    }
+
     /// `kill -9`: no shutdown, no flush.
     pub fn kill9(&mut self) {
         self.process.kill9();
