@@ -138,3 +138,39 @@ pub(super) struct SnapshotSchema {
     clusters: Vec<Cluster>,
     routes: Vec<Route>,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use switchyard_shared::Snapshot;
+
+    use super::document;
+
+    #[test]
+    fn the_document_is_openapi_3_1_json() {
+        let doc: Value = serde_json::from_str(document()).expect("the document is JSON");
+        let version = doc["openapi"].as_str().unwrap_or_default();
+        assert!(version.starts_with("3.1."), "openapi {version:?}");
+        assert!(doc["paths"]["/api/v1/openapi.json"]["get"].is_object());
+    }
+
+    /// `SnapshotSchema` is written by hand (`Snapshot` serializes by hand):
+    /// its properties must be the fields a snapshot's JSON has.
+    #[test]
+    fn the_snapshot_schema_has_the_snapshots_fields() {
+        let doc: Value = serde_json::from_str(document()).expect("the document is JSON");
+        let schema = &doc["components"]["schemas"]["Snapshot"];
+        let mut documented: Vec<&String> = schema["properties"]
+            .as_object()
+            .expect("Snapshot has properties")
+            .keys()
+            .collect();
+        let json = serde_json::to_value(Snapshot::default()).expect("a snapshot serializes");
+        let mut actual: Vec<&String> = json.as_object().expect("an object").keys().collect();
+        documented.sort();
+        actual.sort();
+        assert_eq!(documented, actual);
+        let required = schema["required"].as_array().map_or(0, Vec::len);
+        assert_eq!(required, actual.len(), "every field of a snapshot is always there");
+    }
+}
