@@ -171,6 +171,10 @@ mod tests {
         actual.sort();
         assert_eq!(documented, actual);
         let required = schema["required"].as_array().map_or(0, Vec::len);
-        assert_eq!(required, actual.len(), "every field of a snapshot is always there");
+        assert_eq!(
+            required,
+            actual.len(),
+            "every field of a snapshot is always there"
+        );
     }
 }
