@@ -16,7 +16,6 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -28,11 +27,18 @@ use switchyard_shared::{
     Cluster, ConfigDocument, ConfigError, ErrorKind, Member, MemberState, Route, Snapshot,
 };
 use tracing::error;
+use utoipa::{OpenApi as _, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::{ApiAccess, Refusal};
 use crate::metrics::{Gauges, Metrics, RejectReason, WriteResult};
 use crate::registry::{Lagging, Registry, ReplicaView, WaitFailure};
 use crate::store::{Store, WriteError, Written};
+
+use openapi::{ErrorBody, SnapshotSchema, WaitParam, WriteErrors};
+
+pub mod openapi;
 
 /// The largest request body: a whole config of thousands of members fits.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -71,20 +77,21 @@ pub enum AppError {
 }
 
 /// `{"version": N}`, the answer to a write.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VersionBody {
     pub version: u64,
 }
 
 /// `{"id": ..., "version": N}`, the answer to adding a member.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MemberAdded {
     pub id: String,
     pub version: u64,
 }
 
-/// The body of `PATCH .../members/{id}`.
-#[derive(Debug, Deserialize)]
+/// The body of `PATCH .../members/{id}`: a member's new weight or state
+/// (its url and id cannot change).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, remote = "Self")]
 struct MemberPatch {
     #[serde(default)]
@@ -93,8 +100,10 @@ struct MemberPatch {
     state: Option<MemberState>,
     /// Named only to answer with a clear error.
     #[serde(default)]
+    #[schema(ignore)]
     url: Option<IgnoredAny>,
     #[serde(default)]
+    #[schema(ignore)]
     id: Option<IgnoredAny>,
 }
 
@@ -207,31 +216,11 @@ impl AppState {
     }
 }
 
-/// The REST API over `state`.
+/// The REST API over `state`: the documented routes (nothing else is
+/// served), then JSON errors for any other path (404) or method (405).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/config", get(get_config).put(put_config))
-        .route("/api/v1/clusters", get(list_clusters))
-        .route(
-            "/api/v1/clusters/{name}",
-            get(get_cluster).put(put_cluster).delete(delete_cluster),
-        )
-        .route(
-            "/api/v1/clusters/{name}/members",
-            axum::routing::post(add_member),
-        )
-        .route(
-            "/api/v1/clusters/{name}/members/{id}",
-            axum::routing::patch(patch_member).delete(delete_member),
-        )
-        .route("/api/v1/routes", get(list_routes))
-        .route(
-            "/api/v1/routes/{name}",
-            get(get_route).put(put_route).delete(delete_route),
-        )
-        .route("/api/v1/dataplanes", get(list_dataplanes))
+    let (routes, _document) = documented_routes().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -241,6 +230,26 @@ pub fn router(state: AppState) -> Router {
             count_refused_writes,
         ))
         .with_state(state)
+}
+
+/// Every route the API serves, each from its handler's `#[utoipa::path]`
+/// (method, path, parameters, body and every status it answers with), with
+/// the OpenAPI document they make ([`openapi::document`]). **A new endpoint
+/// goes here, documented; never as a plain `.route(...)`**, so the router
+/// and the document cannot differ.
+pub(crate) fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(get_config, put_config))
+        .routes(routes!(list_clusters))
+        .routes(routes!(get_cluster, put_cluster, delete_cluster))
+        .routes(routes!(add_member))
+        .routes(routes!(patch_member, delete_member))
+        .routes(routes!(list_routes))
+        .routes(routes!(get_route, put_route, delete_route))
+        .routes(routes!(list_dataplanes))
 }
 
 /// Counts every write (`PUT`, `POST`, `PATCH`, `DELETE`) answered with a 4xx
@@ -300,10 +309,22 @@ async fn require_token(State(app): State<AppState>, request: Request, next: Next
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The control plane is up: `{\"status\": \"ok\"}`", body = serde_json::Value))
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus metrics (text format 0.0.4)", body = String, content_type = "text/plain"))
+)]
 async fn metrics(State(app): State<AppState>) -> Response {
     let (connected, known) = app.registry.counts();
     let text = app.metrics.render(Gauges {
@@ -321,10 +342,24 @@ async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/config",
+    tag = "config",
+    responses((status = 200, description = "The whole config at its version", body = SnapshotSchema))
+)]
 async fn get_config(State(app): State<AppState>) -> Json<Snapshot> {
     Json(Snapshot::clone(&app.store.current()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/config",
+    tag = "config",
+    params(WaitParam),
+    request_body(content = ConfigDocument, content_type = "application/json"),
+    responses((status = 200, description = "Stored: the version that holds it", body = VersionBody), (status = 409, description = "The `version` in the body is not the current one (compare-and-set), or the config has a conflict (a member id or url twice)", body = ErrorBody), WriteErrors)
+)]
 /// Replaces the whole config in one step; a `version` in the body must be the
 /// current one (compare-and-set), `store_id` and `hash` are ignored.
 async fn put_config(
@@ -353,10 +388,23 @@ async fn put_config(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/clusters",
+    tag = "clusters",
+    responses((status = 200, description = "Every cluster, by name", body = Vec<Cluster>))
+)]
 async fn list_clusters(State(app): State<AppState>) -> Json<Vec<Cluster>> {
     Json(app.store.current().config.clusters.clone())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/clusters/{name}",
+    tag = "clusters",
+    params(("name" = String, Path, description = "The cluster's name", min_length = 1)),
+    responses((status = 200, description = "The cluster", body = Cluster), (status = 404, description = "No such cluster", body = ErrorBody), (status = 400, description = "The path is not valid", body = ErrorBody))
+)]
 async fn get_cluster(
     State(app): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -369,6 +417,14 @@ async fn get_cluster(
     Ok(Json(cluster.clone()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/clusters/{name}",
+    tag = "clusters",
+    params(("name" = String, Path, description = "The cluster's name", min_length = 1), WaitParam),
+    request_body(content = Cluster, content_type = "application/json"),
+    responses((status = 200, description = "Stored: the version that holds it", body = VersionBody), (status = 409, description = "Two members with the same id, url or route", body = ErrorBody), WriteErrors)
+)]
 /// Creates or replaces a cluster; answers 200 either way.
 async fn put_cluster(
     State(app): State<AppState>,
@@ -393,6 +449,13 @@ async fn put_cluster(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/clusters/{name}",
+    tag = "clusters",
+    params(("name" = String, Path, description = "The cluster's name", min_length = 1), WaitParam),
+    responses((status = 200, description = "Removed: the version without it", body = VersionBody), (status = 404, description = "No such cluster", body = ErrorBody), (status = 409, description = "A route uses the cluster", body = ErrorBody), WriteErrors)
+)]
 async fn delete_cluster(
     State(app): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -427,6 +490,14 @@ async fn delete_cluster(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/clusters/{name}/members",
+    tag = "clusters",
+    params(("name" = String, Path, description = "The cluster's name", min_length = 1), WaitParam),
+    request_body(content = Member, content_type = "application/json"),
+    responses((status = 201, description = "Added: its id and the version that holds it", body = MemberAdded), (status = 404, description = "No such cluster", body = ErrorBody), (status = 409, description = "The cluster already has a member with this id or url", body = ErrorBody), WriteErrors)
+)]
 /// Adds a member; answers 201 with its id.
 async fn add_member(
     State(app): State<AppState>,
@@ -469,6 +540,14 @@ async fn add_member(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/clusters/{name}/members/{id}",
+    tag = "clusters",
+    params(("name" = String, Path, description = "The cluster's name", min_length = 1), ("id" = String, Path, description = "The member's id", min_length = 1), WaitParam),
+    request_body(content = MemberPatch, content_type = "application/json"),
+    responses((status = 200, description = "Stored: the version that holds it", body = VersionBody), (status = 404, description = "No such cluster or member", body = ErrorBody), (status = 409, description = "The change conflicts with the cluster", body = ErrorBody), WriteErrors)
+)]
 /// Changes a member's weight or state; its url and id stay.
 async fn patch_member(
     State(app): State<AppState>,
@@ -503,6 +582,13 @@ async fn patch_member(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/clusters/{name}/members/{id}",
+    tag = "clusters",
+    params(("name" = String, Path, description = "The cluster's name", min_length = 1), ("id" = String, Path, description = "The member's id", min_length = 1), WaitParam),
+    responses((status = 200, description = "Removed: the version without it", body = VersionBody), (status = 404, description = "No such cluster or member", body = ErrorBody), (status = 409, description = "The change conflicts with the cluster", body = ErrorBody), WriteErrors)
+)]
 async fn delete_member(
     State(app): State<AppState>,
     ApiPath((name, id)): ApiPath<(String, String)>,
@@ -525,10 +611,23 @@ async fn delete_member(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/routes",
+    tag = "routes",
+    responses((status = 200, description = "Every route, by name", body = Vec<Route>))
+)]
 async fn list_routes(State(app): State<AppState>) -> Json<Vec<Route>> {
     Json(app.store.current().config.routes.clone())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/routes/{name}",
+    tag = "routes",
+    params(("name" = String, Path, description = "The route's name", min_length = 1)),
+    responses((status = 200, description = "The route", body = Route), (status = 404, description = "No such route", body = ErrorBody), (status = 400, description = "The path is not valid", body = ErrorBody))
+)]
 async fn get_route(
     State(app): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -538,6 +637,14 @@ async fn get_route(
     Ok(Json(route.clone()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/routes/{name}",
+    tag = "routes",
+    params(("name" = String, Path, description = "The route's name", min_length = 1), WaitParam),
+    request_body(content = Route, content_type = "application/json"),
+    responses((status = 200, description = "Stored: the version that holds it", body = VersionBody), (status = 409, description = "Another route has the same host and path_prefix", body = ErrorBody), WriteErrors)
+)]
 /// Creates or replaces a route; answers 200 either way. Its cluster must
 /// exist (400); another route with the same host and prefix is a 409.
 async fn put_route(
@@ -584,6 +691,13 @@ async fn put_route(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/routes/{name}",
+    tag = "routes",
+    params(("name" = String, Path, description = "The route's name", min_length = 1), WaitParam),
+    responses((status = 200, description = "Removed: the version without it", body = VersionBody), (status = 404, description = "No such route", body = ErrorBody), (status = 409, description = "The change conflicts with the config", body = ErrorBody), WriteErrors)
+)]
 async fn delete_route(
     State(app): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -605,6 +719,12 @@ async fn delete_route(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/dataplanes",
+    tag = "dataplanes",
+    responses((status = 200, description = "Every replica the control plane knows: what it runs and how it sees the members", body = Vec<ReplicaView>))
+)]
 async fn list_dataplanes(State(app): State<AppState>) -> Json<Vec<ReplicaView>> {
     Json(app.registry.views(&app.store.current()))
 }

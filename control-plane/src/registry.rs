@@ -58,7 +58,7 @@ pub struct Connection {
 }
 
 /// How a replica stands against the current version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplicaState {
     /// Runs the current version.
@@ -72,7 +72,7 @@ pub enum ReplicaState {
 }
 
 /// One member's health as one replica sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MemberHealthView {
     pub cluster: String,
     pub member_id: String,
@@ -109,7 +109,7 @@ impl From<&v1::MemberHealth> for MemberHealthView {
 }
 
 /// A replica as `GET /api/v1/dataplanes` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReplicaView {
     pub node_id: String,
     pub state: ReplicaState,
@@ -125,7 +125,7 @@ pub struct ReplicaView {
 }
 
 /// A connected replica that has not applied the awaited version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Lagging {
     pub node_id: String,
     /// The version it runs.

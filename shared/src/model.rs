@@ -24,6 +24,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The whole config: what `GET /api/v1/config` shows and `PUT /api/v1/config` applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Config {
     #[serde(default)]
@@ -34,6 +35,7 @@ pub struct Config {
 
 /// A group of interchangeable backends (Apache's `<Proxy balancer://name>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Cluster {
     /// Taken from the path in `PUT /api/v1/clusters/{name}`; required in a whole config.
@@ -79,6 +81,7 @@ pub struct Cluster {
 /// The key `consistent_hash` hashes: `{"header": NAME}`, `{"cookie": NAME}`
 /// or `"client_ip"` (nginx `hash $http_x consistent`, HAProxy `balance hdr(x)`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HashOn {
     /// The value of this request header.
@@ -92,6 +95,7 @@ pub enum HashOn {
 /// Sticky sessions (Apache's `stickysession=NAME|url_parameter`): the route
 /// part of the value (what follows its first '.', or all of it) names the member.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Sticky {
     /// The cookie whose value names the member (e.g. `JSESSIONID`).
@@ -108,6 +112,7 @@ pub struct Sticky {
 
 /// The protocol a cluster's members speak.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// HTTP/1.1 (nginx's `proxy_http_version 1.1`).
@@ -124,6 +129,7 @@ pub enum Protocol {
 /// written may always go elsewhere, and a request that is not idempotent, or
 /// whose body cannot be replayed, never goes again once any of it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct RetryPolicy {
     /// How many more members a request may try after the first (0: none).
@@ -146,6 +152,7 @@ pub struct RetryPolicy {
 
 /// A kind of failure that a retry policy may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RetryOn {
     /// The connection failed or broke before any byte of the answer.
@@ -164,6 +171,7 @@ pub enum RetryOn {
 
 /// Ejection of members that keep failing (Envoy's outlier detection).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct OutlierDetection {
     /// Failures in a row (connect failures, broken exchanges, 5xx) that eject a member.
@@ -183,6 +191,7 @@ pub struct OutlierDetection {
 
 /// How a member is picked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// Smooth weighted round robin (Apache `lbmethod=byrequests`, nginx's default).
@@ -200,6 +209,7 @@ pub enum Policy {
 
 /// One backend (Apache's `BalancerMember`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Member {
     /// Defaults to the URL's `host:port`.
@@ -218,6 +228,7 @@ pub struct Member {
 
 /// Whether a member takes traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MemberState {
     /// Takes its share of new requests.
@@ -233,6 +244,7 @@ pub enum MemberState {
 
 /// Active health checking of a cluster's members (mod_proxy_hcheck).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct HealthCheck {
     #[serde(default = "default_health_path")]
@@ -249,6 +261,7 @@ pub struct HealthCheck {
 
 /// Where requests go (Apache's `ProxyPass`, `ProxyPassReverse`, `ProxyPreserveHost`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Route {
     /// Taken from the path in `PUT /api/v1/routes/{name}`; required in a whole config.
@@ -295,6 +308,7 @@ pub struct Route {
 
 /// One rewrite of a cookie attribute: `{"from": ..., "to": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct CookieRewrite {
     pub from: String,
@@ -303,6 +317,7 @@ pub struct CookieRewrite {
 
 /// Which responses of a route are compressed, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Compress {
     /// The codings offered, in the server's order of preference (ties in the
@@ -321,6 +336,7 @@ pub struct Compress {
 
 /// A content coding Switchyard can compress with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// Brotli (`br`).
@@ -334,6 +350,7 @@ pub enum Algorithm {
 /// Header rules of one direction, applied in this order: `remove`, `set`
 /// (replaces every value), `append` (adds a value after those there).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct HeaderRules {
     #[serde(default, deserialize_with = "unique_keys")]
@@ -384,6 +401,23 @@ impl Dur {
         u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
     }
 }
+
+/// In the OpenAPI document a duration is a string, as the API reads and writes it.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Dur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A duration in whole milliseconds, written like \"500ms\", \"2s\" or \"1m 30s\"",
+            ))
+            .examples(["500ms", "2s"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Dur {}
 
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -24,6 +24,7 @@ pub struct Snapshot {
 /// The JSON document of a snapshot or of a whole config: `version`, `store_id`
 /// and `hash` are optional so that a config read with `GET` can be sent back.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct ConfigDocument {
     #[serde(default)]
