@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The OpenAPI test runs schemathesis from .venv (made here once, from PyPI).
+scripts/python-venv.sh
 cargo test --workspace --locked
 
 if [ -n "${SKIP_DOCKER:-}" ]; then
