@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use switchyard_shared::text::quoted;
+use switchyard_shared::validate::{normalize_member, normalize_route};
 use switchyard_shared::{ConfigDocument, MemberState};
 
 use crate::import::output::ImportArgs;
@@ -323,7 +324,17 @@ async fn apply(
         .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", quoted(&shown))))?;
     let wanted: ConfigDocument = serde_json::from_slice(&bytes)
         .map_err(|e| CtlError::Usage(format!("{}: not a config: {e}", quoted(&shown))))?;
-    let wanted = wanted.into_config();
+    let mut wanted = wanted.into_config();
+    // As the API stores them (member ids, route prefixes), so that the diff
+    // shows only real changes; what does not pass is refused by the API.
+    for cluster in &mut wanted.clusters {
+        for member in &mut cluster.members {
+            drop(normalize_member(member));
+        }
+    }
+    for route in &mut wanted.routes {
+        drop(normalize_route(route));
+    }
     let current = api.get("/api/v1/config").await?;
     let current: ConfigDocument = serde_json::from_value(current).map_err(|e| {
         CtlError::Failed(format!("GET /api/v1/config did not answer a config: {e}"))
