@@ -23,7 +23,7 @@ RUN for crate in shared control-plane data-plane integration-tests; do \
 COPY . .
 RUN cargo build --release --locked --bins \
     && install -d /out \
-    && install -m 0755 target/release/switchyard-control-plane target/release/switchyard-data-plane /out/
+    && install -m 0755 target/release/switchyard-control-plane target/release/switchyard-data-plane target/release/switchyard /out/
 
 FROM ${RUNTIME_IMAGE}
 RUN groupadd --system --gid 10001 switchyard \
@@ -31,7 +31,7 @@ RUN groupadd --system --gid 10001 switchyard \
         --shell /usr/sbin/nologin switchyard \
     && install -d -o switchyard -g switchyard -m 0750 /var/lib/switchyard
 
-COPY --from=build /out/switchyard-control-plane /out/switchyard-data-plane /usr/local/bin/
+COPY --from=build /out/switchyard-control-plane /out/switchyard-data-plane /out/switchyard /usr/local/bin/
 # slim has no curl/wget: the health check speaks HTTP over bash's /dev/tcp.
 COPY docker/healthcheck.sh /usr/local/bin/switchyard-healthcheck
 RUN chmod 0755 /usr/local/bin/switchyard-healthcheck

@@ -35,7 +35,7 @@ BASE_IMAGE=switchyard-offline-base:$SUITE-minbase-$RECIPE
 FLASK_BASE_IMAGE=switchyard-offline-base:$SUITE-flask-$RECIPE
 SWITCHYARD_IMAGE=${SWITCHYARD_IMAGE:-switchyard:latest}
 BACKEND_IMAGE=${SWITCHYARD_BACKEND_IMAGE:-switchyard-flask-backend:latest}
-BINARIES=(switchyard-control-plane switchyard-data-plane)
+BINARIES=(switchyard-control-plane switchyard-data-plane switchyard)
 
 base_only=0
 rebuild_base=0

@@ -13,6 +13,7 @@
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
 //! - [`import`]: `import-apache`, Apache mod_proxy configuration translated.
+//! - [`ctl`]: the `switchyard` command line over the REST API.
 //!
 //! [`run`] ties them together on two listeners, so the same server runs in
 //! the binary and in-process in tests.
@@ -29,6 +30,7 @@ use tracing::{info, warn};
 pub mod access;
 pub mod api;
 pub mod cli;
+pub mod ctl;
 pub mod discovery;
 pub mod import;
 pub mod metrics;

@@ -99,6 +99,16 @@ impl ControlPlane {
         self.process.kill9();
     }
 
+    /// SIGTERM: the graceful shutdown. False if it had already exited.
+    pub fn terminate(&mut self) -> bool {
+        self.process.terminate()
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
     /// Starts it again from its state file on the same ports (after [`Self::kill9`]).
     /// Retries while the ports are not free yet.
     pub async fn start(&mut self) {

@@ -9,18 +9,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 use serde_json::Value;
-use switchyard_shared::text::{bounded, quoted};
+use switchyard_shared::text::quoted;
 use switchyard_shared::{Config, ConfigDocument};
+
+use crate::ctl::client::{API_TIMEOUT, HttpClient, http_client, send, text, token_from_env};
 
 /// The exit code of a config that is refused (Apache would refuse it too).
 pub const EXIT_REFUSED: u8 = 2;
-/// How long one call to the API may take (plus `--wait`).
-const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The arguments of `import-apache`.
 #[derive(Debug, Clone, clap::Args)]
@@ -129,8 +126,17 @@ async fn apply(
         ));
     }
     let endpoint = format!("{base}/api/v1/config");
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let (status, body) = call(&client, Method::GET, &endpoint, Bytes::new(), API_TIMEOUT).await?;
+    let client = http_client();
+    let token = token_from_env();
+    let (status, body) = call(
+        &client,
+        Method::GET,
+        &endpoint,
+        Bytes::new(),
+        API_TIMEOUT,
+        token.as_deref(),
+    )
+    .await?;
     if status != StatusCode::OK {
         return Err(format!("GET {endpoint} answered {status}: {}", text(&body)));
     }
@@ -162,7 +168,15 @@ async fn apply(
         ),
         None => (endpoint.clone(), API_TIMEOUT),
     };
-    let (status, answer) = call(&client, Method::PUT, &target, Bytes::from(body), limit).await?;
+    let (status, answer) = call(
+        &client,
+        Method::PUT,
+        &target,
+        Bytes::from(body),
+        limit,
+        token.as_deref(),
+    )
+    .await?;
     if status != StatusCode::OK {
         return Err(format!(
             "PUT {endpoint} answered {status}: {}",
@@ -178,43 +192,18 @@ async fn apply(
     })
 }
 
+/// One exchange through the shared client, its error as a message.
 async fn call(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: &HttpClient,
     method: Method,
     url: &str,
     body: Bytes,
     limit: Duration,
+    token: Option<&str>,
 ) -> Result<(StatusCode, Bytes), String> {
-    let request = Request::builder()
-        .method(method.clone())
-        .uri(url)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| format!("{method} {}: {e}", quoted(url)))?;
-    let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{method} {url}: reading the answer: {e}"))?
-            .to_bytes();
-        Ok((status, body))
-    };
-    tokio::time::timeout(limit, exchange).await.map_err(|_| {
-        format!(
-            "{method} {url}: no answer within {}",
-            humantime::format_duration(limit)
-        )
-    })?
-}
-
-fn text(body: &[u8]) -> String {
-    bounded(String::from_utf8_lossy(body).into_owned())
+    send(client, method, url, body, limit, token)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What applying `new` over `old` changes, one line each: `+ cluster a`,
