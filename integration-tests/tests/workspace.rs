@@ -46,6 +46,10 @@ fn a_plain_build_makes_only_the_real_binaries() {
     binaries.sort_unstable();
     assert_eq!(
         binaries,
-        ["switchyard-control-plane", "switchyard-data-plane"]
+        [
+            "switchyard",
+            "switchyard-control-plane",
+            "switchyard-data-plane"
+        ]
     );
 }
