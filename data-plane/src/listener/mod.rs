@@ -550,7 +550,17 @@ async fn first_bytes(
     peer: std::net::SocketAddr,
     timeout: Duration,
 ) -> Option<(Protocol, ClientIo)> {
-    match tokio::time::timeout(timeout, sniff(stream)).await {
+    sniff_by(stream, peer, tokio::time::Instant::now() + timeout).await
+}
+
+/// [`sniff`] until `deadline` (the header clock); failures logged, the
+/// clock's expiry counted.
+async fn sniff_by<S: ClientStream>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<(Protocol, ClientIo<S>)> {
+    match tokio::time::timeout_at(deadline, sniff(stream)).await {
         Ok(Ok(sniffed)) => sniffed,
         Ok(Err(error)) => {
             debug!(client.addr = %peer, %error, "Reading the first bytes failed");
@@ -592,18 +602,7 @@ async fn tls_first_bytes(
     if stream.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2) {
         return Some((Protocol::Http2, ClientIo::new(Bytes::new(), stream)));
     }
-    match tokio::time::timeout_at(deadline, sniff(stream)).await {
-        Ok(Ok(sniffed)) => sniffed,
-        Ok(Err(error)) => {
-            debug!(client.addr = %peer, %error, "Reading the first bytes failed");
-            None
-        }
-        Err(_) => {
-            metrics::client_limit(ClientLimit::HeaderTimeout);
-            debug!(client.addr = %peer, "Client sent nothing in time");
-            None
-        }
-    }
+    sniff_by(stream, peer, deadline).await
 }
 
 /// Counts a connection that hyper ended for the client's fault.
