@@ -225,6 +225,7 @@ async fn replicas_get_snapshots_and_writes_wait_for_their_acks() {
             ejected_until_unix_ms: 1_700_000_000_123,
             ejections: 2,
             ejection_reason: "5 failures in a row".into(),
+            ..Default::default()
         }],
     }))
     .await;

@@ -89,6 +89,8 @@ impl State {
                     ejected_until_unix_ms: ejections.until_unix_ms,
                     ejections: ejections.count,
                     ejection_reason: ejections.reason,
+                    requests: 0,
+                    errors: 0,
                 }
             })
             .collect();
