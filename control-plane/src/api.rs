@@ -26,7 +26,7 @@ use switchyard_shared::validate::{
 use switchyard_shared::{
     Cluster, ConfigDocument, ConfigError, ErrorKind, Member, MemberState, Route, Snapshot,
 };
-use tracing::error;
+use tracing::{error, warn};
 use utoipa::{OpenApi as _, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -64,6 +64,8 @@ pub enum AppError {
     Body(RejectReason, String),
     /// The change could not be stored: 500.
     Storage(String),
+    /// The store (etcd) cannot be reached or has no quorum: 503.
+    Unavailable(String),
     /// Any other status: no such endpoint (404), method (405), body too large (413).
     Status(StatusCode, String),
     /// The change was stored, but replicas refused it (502) or did not
@@ -148,6 +150,7 @@ impl AppState {
     async fn write<R, F>(&self, wait: Wait, change: F) -> Result<Written<R>, AppError>
     where
         F: FnOnce(&mut switchyard_shared::Config, &Snapshot) -> Result<R, ConfigError>
+            + Clone
             + Send
             + 'static,
         R: Send + 'static,
@@ -225,6 +228,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), mark_stale))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_refused_writes,
@@ -278,6 +282,21 @@ async fn count_refused_writes(
                 _ => RejectReason::Invalid,
             });
         app.metrics.write(WriteResult::Rejected(reason));
+    }
+    response
+}
+
+/// The header on every answer given while the store may be behind (etcd has
+/// not answered lately): its value says why. Reads still answer, from the
+/// last snapshot this node saw.
+pub const STALE_HEADER: &str = "x-switchyard-stale";
+
+async fn mark_stale(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(why) = app.store.stale() {
+        let value = header::HeaderValue::from_str(&bounded(why))
+            .unwrap_or_else(|_| header::HeaderValue::from_static("the store is unreachable"));
+        response.headers_mut().insert(STALE_HEADER, value);
     }
     response
 }
@@ -781,6 +800,9 @@ impl From<WriteError> for AppError {
     fn from(error: WriteError) -> Self {
         match error {
             WriteError::Rejected(error) => AppError::Config(error),
+            WriteError::Storage(error) if error.is_unavailable() => {
+                AppError::Unavailable(error.to_string())
+            }
             WriteError::Storage(error) => AppError::Storage(error.to_string()),
         }
     }
@@ -809,6 +831,13 @@ impl IntoResponse for AppError {
                 error_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("the change was not stored: {message}"),
+                )
+            }
+            AppError::Unavailable(message) => {
+                warn!(error = %message, "A change could not be stored: the store is unavailable");
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the change was not stored, nothing changed: {message}"),
                 )
             }
             AppError::Status(status, message) => error_response(status, message),

@@ -15,6 +15,7 @@ use tracing::{error, info};
 use crate::access::ApiAccess;
 use crate::discovery::Coalesce;
 use crate::import::output::ImportArgs;
+use crate::store::etcd::EtcdOptions;
 use crate::{DEFAULT_SHUTDOWN_GRACE, Settings};
 
 /// Switchyard's control plane: holds clusters, members and routes, serves the
@@ -41,6 +42,46 @@ pub struct Args {
     /// Where the config, its version and the store id are kept.
     #[arg(long, env = "SWITCHYARD_STATE_FILE", default_value = crate::DEFAULT_STATE_FILE)]
     pub state_file: PathBuf,
+
+    /// Keep the config in etcd instead of the state file, shared by every
+    /// control-plane node given the same etcd and prefix:
+    /// `etcd://host:2379[,host:2379…]` ("file": the state file).
+    #[arg(
+        long,
+        value_name = "STORE",
+        env = "SWITCHYARD_STORE",
+        default_value = "file"
+    )]
+    pub store: String,
+
+    /// With an etcd store: the prefix of every key it writes.
+    #[arg(long, env = "SWITCHYARD_ETCD_PREFIX", default_value = crate::store::etcd::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// With an etcd store: how long one request to etcd may take before the
+    /// next endpoint is tried (a write then answers 503).
+    #[arg(long, env = "SWITCHYARD_ETCD_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
+    pub etcd_timeout: Duration,
+
+    /// With an etcd store: the CA of the etcd members' certificates (TLS on).
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// With an etcd store: a TLS client certificate (PEM), with --etcd-key.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// With an etcd store: the TLS client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// With an etcd store: the etcd user (etcd's auth), with --etcd-password-file.
+    #[arg(long, value_name = "USER", env = "SWITCHYARD_ETCD_USER")]
+    pub etcd_user: Option<String>,
+
+    /// With an etcd store: a file whose first line is the etcd user's password.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
 
     /// A config document (the `GET /api/v1/config` shape) applied when the
     /// store is empty: no state file yet, or one that was never written to.
@@ -90,10 +131,37 @@ pub enum Command {
 }
 
 impl Args {
+    /// The etcd store the flags ask for; `None` for the state file.
+    pub fn etcd(&self) -> Result<Option<EtcdOptions>, String> {
+        if self.store == "file" {
+            return Ok(None);
+        }
+        let mut options = EtcdOptions::from_url(&self.store).map_err(|e| format!("--store {e}"))?;
+        if !self.etcd_prefix.starts_with('/') || !self.etcd_prefix.ends_with('/') {
+            return Err("--etcd-prefix starts and ends with a /".to_owned());
+        }
+        options.prefix = self.etcd_prefix.clone();
+        options.timeout = self.etcd_timeout;
+        options.ca = self.etcd_ca.clone();
+        options.cert = self.etcd_cert.clone();
+        options.key = self.etcd_key.clone();
+        options.user = self.etcd_user.clone();
+        if let Some(path) = &self.etcd_password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --etcd-password-file {}: {e}", path.display()))?;
+            options.password = Some(text.lines().next().unwrap_or_default().to_owned());
+        }
+        if options.user.is_some() != options.password.is_some() {
+            return Err("--etcd-user and --etcd-password-file go together".to_owned());
+        }
+        Ok(Some(options))
+    }
+
     pub fn settings(&self, api_access: Arc<ApiAccess>) -> Settings {
         Settings {
             api_access,
             state_file: self.state_file.clone(),
+            etcd: None,
             bootstrap: self.config.clone(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             coalesce: Coalesce {
@@ -147,14 +215,17 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(args: Args, access: Arc<ApiAccess>) -> Result<(), String> {
+    let etcd = args.etcd()?;
     let api = TcpListener::bind(args.api_listen)
         .await
         .map_err(|e| format!("cannot listen on --api-listen {}: {e}", args.api_listen))?;
     let grpc = TcpListener::bind(args.grpc_listen)
         .await
         .map_err(|e| format!("cannot listen on --grpc-listen {}: {e}", args.grpc_listen))?;
-    let reload = reload_tokens_on_hangup(access.clone());
-    let server = crate::run(api, grpc, args.settings(access), shutdown_signal());
+    let mut settings = args.settings(access.clone());
+    settings.etcd = etcd;
+    let reload = reload_tokens_on_hangup(access);
+    let server = crate::run(api, grpc, settings, shutdown_signal());
     // The reload loop never ends on its own; it ends with the server.
     tokio::select! {
         result = server => result.map_err(|e| e.to_string()),

@@ -5,8 +5,8 @@
 //! # Layout
 //!
 //! - [`cli`]: flags, logging, runtime, signals; the thin binary calls [`cli::main`].
-//! - [`store`]: the current snapshot, its durable state file, and the `watch`
-//!   channel every config stream follows.
+//! - [`store`]: the current snapshot, its durable state file (or etcd:
+//!   [`store::etcd`]), and the `watch` channel every config stream follows.
 //! - [`api`]: the REST API (axum), [`api::router`].
 //! - [`access`]: API tokens (`Authorization: Bearer`) the API asks for.
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
@@ -52,6 +52,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Settings {
     /// Where the store keeps its snapshot (JSON), written durably on every change.
     pub state_file: PathBuf,
+    /// Keep the snapshot in etcd instead of `state_file` (`--store etcd://…`).
+    pub etcd: Option<store::etcd::EtcdOptions>,
     /// A config document applied when the store is empty (no state file yet,
     /// or one never written to).
     pub bootstrap: Option<PathBuf>,
@@ -68,6 +70,7 @@ impl Settings {
     pub fn new(state_file: impl Into<PathBuf>) -> Self {
         Settings {
             state_file: state_file.into(),
+            etcd: None,
             bootstrap: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             coalesce: discovery::Coalesce::default(),
@@ -119,7 +122,11 @@ pub async fn run(
         which: "gRPC",
         source,
     })?;
-    let store = Store::open(settings.state_file.clone(), settings.bootstrap.clone()).await?;
+    let location = match &settings.etcd {
+        Some(etcd) => store::Location::Etcd(etcd.clone()),
+        None => store::Location::File(settings.state_file.clone()),
+    };
+    let store = Store::open_at(location, settings.bootstrap.clone()).await?;
     let registry = Arc::new(registry::Registry::new());
     let metrics = Arc::new(metrics::Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,11 +1,22 @@
-//! The config store: the current snapshot, kept in a JSON state file that is
-//! written durably before a change is answered, and published on a `watch`
-//! channel that every config stream follows.
+//! The config store: the current snapshot, kept durably before a change is
+//! answered, and published on a `watch` channel that every config stream
+//! follows. Two backends keep it:
 //!
-//! **A change is answered only after it is on disk** (temp file, fsync,
-//! rename, fsync of the directory), so `kill -9` loses nothing acknowledged.
+//! - a JSON state file (the default, nothing else to run): **a change is
+//!   answered only after it is on disk** (temp file, fsync, rename, fsync of
+//!   the directory), so `kill -9` loses nothing acknowledged;
+//! - etcd ([`etcd`], `--store etcd://…`), shared by several control-plane
+//!   nodes: **a change is answered only after etcd committed it**, in one
+//!   transaction that compares the revision the change was made on.
+//!
 //! **Versions only go up and the store id never changes**: both live in the
-//! state file, so a restarted control plane never makes replicas go backwards.
+//! state file or the etcd key, so a restarted control plane never makes
+//! replicas go backwards.
+//!
+//! [`Store`] is one type over an enum of the two backends rather than a trait:
+//! `update` is generic over the change closure (a trait with it would not be
+//! object-safe), there are exactly two backends, and everything around them
+//! (validation, canonical order, the hash, the `watch` channel) is shared.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -37,10 +48,24 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    path: PathBuf,
+    backend: Backend,
     /// One writer at a time; owned so that a write survives its caller going away.
     writer: Arc<Mutex<()>>,
-    current: watch::Sender<Published>,
+    current: Arc<watch::Sender<Published>>,
+}
+
+/// Where the snapshots are kept.
+#[derive(Debug)]
+enum Backend {
+    File(PathBuf),
+    Etcd(etcd::EtcdStore),
+}
+
+/// Where a store lives: a state file or an etcd cluster.
+#[derive(Debug, Clone)]
+pub enum Location {
+    File(PathBuf),
+    Etcd(etcd::EtcdOptions),
 }
 
 /// Why the store could not be opened or written.
@@ -59,6 +84,20 @@ pub enum StoreError {
     Bootstrap { path: PathBuf, reason: String },
     #[error("a store task failed: {0}")]
     Task(String),
+    /// etcd did not answer, lost its quorum, or refused the request.
+    #[error("{0}")]
+    Unavailable(String),
+    /// etcd refused a request, or its key holds no valid snapshot.
+    #[error("{0}")]
+    Etcd(String),
+}
+
+impl StoreError {
+    /// Whether the store could not be reached at all (503), rather than
+    /// failing on its own (500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// Why a write was not done. Either way the state is unchanged.
@@ -84,7 +123,7 @@ pub struct Written<R> {
 }
 
 impl Published {
-    fn new(snapshot: Snapshot) -> Self {
+    pub(crate) fn new(snapshot: Snapshot) -> Self {
         let message = v1::ControlPlaneMessage {
             kind: Some(v1::control_plane_message::Kind::Snapshot(
                 v1::Snapshot::from(&snapshot),
@@ -106,6 +145,35 @@ impl Store {
         tokio::task::spawn_blocking(move || Store::open_blocking(&path, bootstrap.as_deref()))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Opens the store at `location`: [`Store::open`] for a state file,
+    /// [`etcd::EtcdStore::open`] for etcd (the same bootstrap rules).
+    pub async fn open_at(
+        location: Location,
+        bootstrap: Option<PathBuf>,
+    ) -> Result<Store, StoreError> {
+        match location {
+            Location::File(path) => Store::open(path, bootstrap).await,
+            Location::Etcd(options) => {
+                let bootstrap = match bootstrap {
+                    Some(path) => Some(
+                        tokio::task::spawn_blocking(move || read_bootstrap(&path))
+                            .await
+                            .map_err(|e| StoreError::Task(e.to_string()))??,
+                    ),
+                    None => None,
+                };
+                let (backend, current) = etcd::EtcdStore::open(options, bootstrap).await?;
+                Ok(Store {
+                    inner: Arc::new(Inner {
+                        backend: Backend::Etcd(backend),
+                        writer: Arc::new(Mutex::new(())),
+                        current,
+                    }),
+                })
+            }
+        }
     }
 
     /// [`Store::open`] for callers outside of async code.
@@ -155,9 +223,9 @@ impl Store {
         let (current, _) = watch::channel(Published::new(snapshot));
         Ok(Store {
             inner: Arc::new(Inner {
-                path: path.to_owned(),
+                backend: Backend::File(path.to_owned()),
                 writer: Arc::new(Mutex::new(())),
-                current,
+                current: Arc::new(current),
             }),
         })
     }
@@ -172,56 +240,109 @@ impl Store {
         self.inner.current.subscribe()
     }
 
+    /// Why the current snapshot may be behind the store (etcd has not
+    /// answered lately); `None` when it is known to be current, and always
+    /// for the state file.
+    pub fn stale(&self) -> Option<String> {
+        match &self.inner.backend {
+            Backend::File(_) => None,
+            Backend::Etcd(etcd) => etcd.stale(),
+        }
+    }
+
     /// Applies `change` to a copy of the current config, validates the result
     /// and, if it differs from the current config, stores it as the next
     /// version and publishes it. Writes are serialized. On any error the
     /// state is unchanged. `change` also gets the current snapshot (for
-    /// compare-and-set on its version).
+    /// compare-and-set on its version). With etcd, a write that lost a race
+    /// to another node is made again on the newer snapshot, so `change` may
+    /// run more than once (on a clone): it must depend only on its arguments.
     ///
     /// The write runs to its end even if the returned future is dropped, so a
-    /// client that goes away cannot leave the file and the memory apart.
+    /// client that goes away cannot leave the store and the memory apart.
     pub async fn update<R, F>(&self, change: F) -> Result<Written<R>, WriteError>
     where
-        F: FnOnce(&mut Config, &Snapshot) -> Result<R, ConfigError> + Send + 'static,
+        F: FnOnce(&mut Config, &Snapshot) -> Result<R, ConfigError> + Clone + Send + 'static,
         R: Send + 'static,
     {
         let guard = self.inner.writer.clone().lock_owned().await;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let written = inner.apply(change);
-            drop(guard);
-            written
-        })
-        .await
-        .map_err(|e| WriteError::Storage(StoreError::Task(e.to_string())))?
+        let task = match &self.inner.backend {
+            Backend::File(_) => tokio::task::spawn_blocking(move || {
+                let written = inner.apply_to_file(change);
+                drop(guard);
+                written
+            }),
+            Backend::Etcd(_) => tokio::spawn(async move {
+                let written = match &inner.backend {
+                    Backend::Etcd(etcd) => etcd.update(&inner.current, change).await,
+                    Backend::File(_) => Err(WriteError::Storage(StoreError::Task(
+                        "the backend changed".to_owned(),
+                    ))),
+                };
+                drop(guard);
+                written
+            }),
+        };
+        task.await
+            .map_err(|e| WriteError::Storage(StoreError::Task(e.to_string())))?
     }
 }
 
-impl Inner {
-    fn apply<R, F>(&self, change: F) -> Result<Written<R>, WriteError>
-    where
-        F: FnOnce(&mut Config, &Snapshot) -> Result<R, ConfigError>,
-    {
-        let current = self.current.borrow().snapshot.clone();
-        let mut config = current.config.clone();
-        let value = change(&mut config, &current)?;
-        validate_config(&mut config)?;
-        canonicalize(&mut config);
-        let hash = config_hash(&config);
-        if hash == current.hash {
-            return Ok(Written {
-                version: current.version,
-                changed: false,
-                value,
-            });
-        }
-        let next = Snapshot {
+/// What a change makes of a snapshot: nothing new, or the next version.
+pub(crate) enum Prepared<R> {
+    Unchanged(R),
+    Next(Snapshot, R),
+}
+
+/// Applies `change` to a copy of `current`'s config, validates and
+/// canonicalizes the result: the next snapshot, or `Unchanged` if its hash is
+/// the current one.
+pub(crate) fn prepare<R, F>(current: &Snapshot, change: F) -> Result<Prepared<R>, ConfigError>
+where
+    F: FnOnce(&mut Config, &Snapshot) -> Result<R, ConfigError>,
+{
+    let mut config = current.config.clone();
+    let value = change(&mut config, current)?;
+    validate_config(&mut config)?;
+    canonicalize(&mut config);
+    let hash = config_hash(&config);
+    if hash == current.hash {
+        return Ok(Prepared::Unchanged(value));
+    }
+    Ok(Prepared::Next(
+        Snapshot {
             version: current.version + 1,
             store_id: current.store_id.clone(),
             hash,
             config,
+        },
+        value,
+    ))
+}
+
+impl Inner {
+    fn apply_to_file<R, F>(&self, change: F) -> Result<Written<R>, WriteError>
+    where
+        F: FnOnce(&mut Config, &Snapshot) -> Result<R, ConfigError>,
+    {
+        let Backend::File(path) = &self.backend else {
+            return Err(WriteError::Storage(StoreError::Task(
+                "the backend changed".to_owned(),
+            )));
         };
-        persist(&self.path, &next).map_err(WriteError::Storage)?;
+        let current = self.current.borrow().snapshot.clone();
+        let (next, value) = match prepare(&current, change)? {
+            Prepared::Unchanged(value) => {
+                return Ok(Written {
+                    version: current.version,
+                    changed: false,
+                    value,
+                });
+            }
+            Prepared::Next(next, value) => (next, value),
+        };
+        persist(path, &next).map_err(WriteError::Storage)?;
         let version = next.version;
         self.current.send_replace(Published::new(next));
         info!(config.version = version, "Stored a new config version");
@@ -241,7 +362,7 @@ fn canonicalize(config: &mut Config) {
 }
 
 /// A new store id: 128 random bits in hex.
-fn new_store_id() -> String {
+pub(crate) fn new_store_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
@@ -272,29 +393,36 @@ fn load(path: &Path) -> Result<Option<Snapshot>, StoreError> {
             });
         }
     };
-    let corrupt = |reason: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        reason,
-    };
-    let mut snapshot: Snapshot = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(format!("invalid JSON: {}", bounded(e.to_string()))))?;
+    decode(&bytes)
+        .map(Some)
+        .map_err(|reason| StoreError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        })
+}
+
+/// Reads a snapshot as the state file (or the etcd key) holds it: valid
+/// JSON, a store id, a valid config whose hash matches.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    let mut snapshot: Snapshot = serde_json::from_slice(bytes)
+        .map_err(|e| format!("invalid JSON: {}", bounded(e.to_string())))?;
     if snapshot.store_id.is_empty() {
-        return Err(corrupt("it has no store_id".to_owned()));
+        return Err("it has no store_id".to_owned());
     }
-    validate_config(&mut snapshot.config).map_err(|e| corrupt(e.message))?;
+    validate_config(&mut snapshot.config).map_err(|e| e.message)?;
     canonicalize(&mut snapshot.config);
     if config_hash(&snapshot.config) != snapshot.hash {
         // Written by a build whose model had fewer fields: its hash is of the
         // config as that build wrote it; from now on, of the config as it is read.
-        if written_hash(&bytes).as_deref() != Some(snapshot.hash.as_str()) {
-            return Err(corrupt(
+        if written_hash(bytes).as_deref() != Some(snapshot.hash.as_str()) {
+            return Err(
                 "its hash does not match its clusters and routes (was it edited by hand?)"
                     .to_owned(),
-            ));
+            );
         }
         snapshot.hash = config_hash(&snapshot.config);
     }
-    Ok(Some(snapshot))
+    Ok(snapshot)
 }
 
 /// The hash of the config in a state file as it was written (see
@@ -353,6 +481,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(b"\n")?;
     file.sync_all()
 }
+
+pub mod etcd;
 
 #[cfg(test)]
 mod tests;

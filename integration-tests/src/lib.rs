@@ -7,6 +7,7 @@
 //! - [`process`]: a child process, its log, the addresses it reports, `kill -9`.
 //! - [`control_plane`]: [`spawn_control_plane`] and the REST API helpers.
 //! - [`data_plane`]: [`spawn_data_plane`], the proxy and admin addresses.
+//! - [`etcd`]: a real etcd cluster (one or more members) on ports of its own.
 //! - [`fleet`]: a control plane with its replicas, connected, in one value.
 //! - [`backend`]: [`spawn_backend`], a hyper server that answers a fixed body
 //!   and echoes what it received.
@@ -46,6 +47,7 @@ pub mod control_plane;
 pub mod data_plane;
 pub mod dirs;
 pub mod echo_backend;
+pub mod etcd;
 pub mod eventually;
 pub mod fleet;
 pub mod grpc_backend;

@@ -123,6 +123,10 @@ pub(super) enum WriteErrors {
     /// The change could not be stored (the state file could not be written); nothing changed.
     #[response(status = 500)]
     NotStored(ErrorBody),
+    /// With `--store etcd://…`: etcd is unreachable or has lost its quorum;
+    /// nothing changed, try again.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
     /// `?wait`: a replica refused the new version (it is stored all the same).
     #[response(status = 502)]
     Nacked(NotAppliedBody),

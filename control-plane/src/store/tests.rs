@@ -11,7 +11,7 @@ fn cluster(name: &str, url: &str) -> Cluster {
 
 fn add_cluster(
     name: &'static str,
-) -> impl FnOnce(&mut Config, &Snapshot) -> Result<(), ConfigError> {
+) -> impl FnOnce(&mut Config, &Snapshot) -> Result<(), ConfigError> + Clone {
     move |config, _| {
         config.clusters.push(cluster(name, "http://127.0.0.1:8080"));
         Ok(())

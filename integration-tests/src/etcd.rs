@@ -1,0 +1,172 @@
+//! A real etcd cluster for the tests: `etcd` (Debian's `etcd-server`, 3.4+)
+//! started as child processes on 127.0.0.1 ports of their own, each member
+//! with its data directory in the test's directory; healthy once every
+//! running member's `/health` says so; killed with the test.
+//!
+//! **Without `etcd` installed a test that asks for it fails**, naming the
+//! package: it never passes without having run.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::client::Client;
+use crate::eventually::eventually;
+use crate::process::ChildProcess;
+
+/// How long a cluster has to become healthy.
+pub const HEALTHY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `etcd` binary: `$ETCD_BIN`, else the first `etcd` on `PATH`, else
+/// `/usr/bin/etcd`. Panics with what to install when there is none.
+pub fn etcd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ETCD_BIN") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("etcd"))
+            .find(|candidate| candidate.is_file())
+    });
+    let path = on_path.unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    assert!(
+        path.is_file(),
+        "etcd is not installed: this test needs a real etcd 3.4+ \
+         (`apt-get install etcd-server`, which .ci/run does), or ETCD_BIN=/path/to/etcd"
+    );
+    path
+}
+
+/// One member: its process, its ports and data directory.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    process: ChildProcess,
+    client: SocketAddr,
+    args: Vec<String>,
+}
+
+/// An etcd cluster of one or more members.
+#[derive(Debug)]
+pub struct Etcd {
+    members: Vec<Member>,
+    http: Client,
+}
+
+/// A port nobody listens on right now (the kernel's pick, released at once).
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("can bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+}
+
+impl Etcd {
+    /// Starts a cluster of `size` members with data directories under `dir`
+    /// and waits until it is healthy.
+    pub async fn start(dir: &Path, size: usize) -> Etcd {
+        let binary = etcd_binary();
+        let ports: Vec<(String, SocketAddr, SocketAddr)> = (0..size)
+            .map(|i| (format!("sy-etcd-{i}"), free_port(), free_port()))
+            .collect();
+        let initial_cluster = ports
+            .iter()
+            .map(|(name, _, peer)| format!("{name}=http://{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("sy-{}-{}", std::process::id(), ports[0].1.port());
+        let members = ports
+            .into_iter()
+            .map(|(name, client, peer)| {
+                let data = dir.join(format!("{name}.etcd"));
+                let args: Vec<String> = [
+                    "--name",
+                    &name,
+                    "--data-dir",
+                    &data.display().to_string(),
+                    "--listen-client-urls",
+                    &format!("http://{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://{client}"),
+                    "--listen-peer-urls",
+                    &format!("http://{peer}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://{peer}"),
+                    "--initial-cluster",
+                    &initial_cluster,
+                    "--initial-cluster-token",
+                    &token,
+                    "--initial-cluster-state",
+                    "new",
+                    // Elections within a fraction of a second keep the tests short.
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+                let process = ChildProcess::start(&name, binary.clone(), &args, &[]);
+                Member {
+                    name,
+                    process,
+                    client,
+                    args,
+                }
+            })
+            .collect();
+        let etcd = Etcd {
+            members,
+            http: Client::without_pool(),
+        };
+        etcd.wait_healthy().await;
+        etcd
+    }
+
+    /// `etcd://host:port,…` of every member, for `--store`.
+    pub fn store_url(&self) -> String {
+        let hosts: Vec<String> = self.members.iter().map(|m| m.client.to_string()).collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    /// Waits until every running member answers `/health` with `"true"`
+    /// (which needs a leader, so a quorum).
+    pub async fn wait_healthy(&self) {
+        eventually("etcd is healthy", HEALTHY_DEADLINE, async || {
+            for member in &self.members {
+                let url = format!("http://{}/health", member.client);
+                let response = self
+                    .http
+                    .send(http::Method::GET, &url, &[], None)
+                    .await
+                    .map_err(|e| format!("{}: {e}", member.name))?;
+                if response.status != StatusCode::OK || !response.body.contains("true") {
+                    return Err(format!(
+                        "{} answers {} {}",
+                        member.name, response.status, response.body
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// `kill -9` of member `index`.
+    pub fn kill(&mut self, index: usize) {
+        self.members[index].process.kill9();
+    }
+
+    /// Starts member `index` again from its data directory (after [`Self::kill`]).
+    pub fn restart(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        let mut args = member.args.clone();
+        if let Some(state) = args.iter().position(|a| a == "--initial-cluster-state") {
+            args[state + 1] = "existing".to_owned();
+        }
+        member.process.respawn(&args);
+    }
+}
