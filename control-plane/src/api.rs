@@ -837,7 +837,7 @@ impl IntoResponse for AppError {
                 warn!(error = %message, "A change could not be stored: the store is unavailable");
                 error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the change was not stored, nothing changed: {message}"),
+                    format!("the change was not stored: {message}"),
                 )
             }
             AppError::Status(status, message) => error_response(status, message),

@@ -16,7 +16,8 @@ use switchyard_integration_tests::eventually::eventually;
 use switchyard_shared::{Cluster, ConfigError, Member};
 
 fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
-    let mut options = EtcdOptions::from_url(&etcd.store_url()).unwrap();
+    let mut options = EtcdOptions::from_url(&etcd.store_url())
+        .unwrap_or_else(|e| panic!("{}: {e}", etcd.store_url()));
     options.prefix = prefix.to_owned();
     options.timeout = Duration::from_secs(2);
     options
@@ -25,7 +26,7 @@ fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
 async fn open(etcd: &Etcd, prefix: &str) -> Store {
     Store::open_at(Location::Etcd(options(etcd, prefix)), None)
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot open the store on etcd: {e}"))
 }
 
 fn cluster(name: &str) -> Cluster {

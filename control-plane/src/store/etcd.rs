@@ -66,6 +66,8 @@ pub const DEFAULT_PREFIX: &str = "/switchyard/";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a node reads the config key to check it is current.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// What a write is called in messages (and how `call` knows it is one).
+const WRITE: &str = "a write";
 /// How many times a write is made again after losing a race to another node.
 const MAX_WRITE_ATTEMPTS: usize = 16;
 
@@ -306,10 +308,31 @@ impl Client {
             let (index, host, channel) = self.channel();
             let error = match tokio::time::timeout(self.timeout, call(channel)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) => status_error(host, what, &status),
+                Ok(Err(status)) => {
+                    let mut error = status_error(host, what, &status);
+                    if let EtcdError::Unavailable(message) = &mut error
+                        && what == WRITE
+                    {
+                        // etcd's "request timed out" may still be committed.
+                        let refused = status.code() == Code::Unavailable
+                            && !status.message().contains("timed out");
+                        message.push_str(if refused {
+                            "; nothing was changed"
+                        } else {
+                            "; the change is not acknowledged"
+                        });
+                    }
+                    error
+                }
                 Err(_) => EtcdError::Unavailable(format!(
-                    "etcd at {host} did not answer {what} within {} (unreachable, or without quorum)",
-                    humantime::format_duration(self.timeout)
+                    "etcd at {host} did not answer {what} within {} (unreachable, or without quorum){}",
+                    humantime::format_duration(self.timeout),
+                    if what == WRITE {
+                        "; the change is not acknowledged (should etcd still commit it once it \
+                         recovers, every node takes it as the next version)"
+                    } else {
+                        ""
+                    }
                 )),
             };
             match error {
@@ -385,7 +408,7 @@ impl Client {
             }],
         };
         let response = self
-            .request("a write", |service| {
+            .request(WRITE, |service| {
                 let request = request.clone();
                 async move { KvClient::new(service).txn(request).await }
             })

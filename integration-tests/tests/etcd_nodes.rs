@@ -1,0 +1,290 @@
+//! Several control-plane nodes over one real etcd (`--store etcd://…`):
+//! a write on any node reaches the replicas of every node; two nodes racing
+//! with compare-and-set give one winner and one 409; a node killed with
+//! `kill -9` loses nothing acknowledged and its replicas fail over to another
+//! node while serving on; an etcd without quorum answers writes 503, reads
+//! say they are stale, replicas keep serving, and writes resume with it.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use switchyard_integration_tests::control_plane::version_of;
+use switchyard_integration_tests::etcd::Etcd;
+use switchyard_integration_tests::{
+    ControlPlane, DataPlane, DataPlaneOptions, Load, LoadOptions, TestDir, bodies, eventually,
+    secs, spawn_backend,
+};
+
+/// A control-plane node on `etcd` (its own directory for anything local).
+async fn node(dir: &TestDir, name: &str, etcd: &Etcd) -> ControlPlane {
+    let own = dir.join(name);
+    std::fs::create_dir_all(&own)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", own.display()));
+    ControlPlane::spawn(
+        &own,
+        vec![
+            "--store".to_owned(),
+            etcd.store_url(),
+            "--etcd-timeout".to_owned(),
+            "1s".to_owned(),
+        ],
+    )
+    .await
+}
+
+/// A replica that tries the control planes in the order given.
+async fn replica(dir: &TestDir, name: &str, nodes: &[&ControlPlane]) -> DataPlane {
+    let mut options = DataPlaneOptions::new(nodes[0], name, &dir.join(&format!("{name}.cache")));
+    options.control_planes = nodes.iter().map(|n| n.grpc_url()).collect();
+    DataPlane::spawn(options).await
+}
+
+/// Waits until `replica` runs `version` (and never saw it go backwards).
+async fn wait_running(replica: &DataPlane, version: u64) {
+    let mut last = 0;
+    eventually(
+        &format!("{} runs version {version}", replica.node_id()),
+        secs(30),
+        async || {
+            let running = replica.running_config().await?;
+            let now = running["version"].as_u64().unwrap_or(0);
+            assert!(
+                now >= last,
+                "{} went back from version {last} to {now}",
+                replica.node_id()
+            );
+            last = now;
+            if now == version {
+                Ok(())
+            } else {
+                Err(format!("it runs {now}"))
+            }
+        },
+    )
+    .await;
+}
+
+fn same_snapshot(a: &Value, b: &Value) {
+    for field in ["store_id", "version", "hash"] {
+        assert_eq!(a[field], b[field], "{field}: {a} vs {b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_any_node_reach_every_replica_and_survive_a_node_killed() {
+    let dir = TestDir::new("etcd-nodes");
+    let etcd = Etcd::start(dir.path(), 1).await;
+    let mut a = node(&dir, "a", &etcd).await;
+    let b = node(&dir, "b", &etcd).await;
+    same_snapshot(&a.config().await, &b.config().await);
+    let backend = spawn_backend("one").await;
+
+    // r1 is on node a, r2 on node b; a write on b reaches both.
+    let r1 = replica(&dir, "r1", &[&a, &b]).await;
+    let r2 = replica(&dir, "r2", &[&b, &a]).await;
+    b.write(
+        Method::PUT,
+        "/api/v1/clusters/web",
+        Some(&bodies::cluster(&[(&backend, 1)])),
+    )
+    .await;
+    let mut version = b
+        .write(
+            Method::PUT,
+            "/api/v1/routes/web",
+            Some(&bodies::route("/", "web")),
+        )
+        .await;
+    for r in [&r1, &r2] {
+        wait_running(r, version).await;
+        assert_eq!(r.get("/").await.body, "one");
+    }
+    same_snapshot(&a.config().await, &b.config().await);
+
+    // Writes through alternating nodes: each answers the next version.
+    for i in 0..10_u32 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let next = node
+            .write(
+                Method::PATCH,
+                &format!("/api/v1/clusters/web/members/{}", member_id(&b).await),
+                Some(&json!({ "weight": i + 2 })),
+            )
+            .await;
+        assert_eq!(next, version + 1, "write {i} on node {}", i % 2);
+        version = next;
+    }
+    for r in [&r1, &r2] {
+        wait_running(r, version).await;
+    }
+
+    // Two nodes race with compare-and-set on the same version: one wins.
+    let config = a.config().await;
+    let mut document = json!({
+        "clusters": config["clusters"],
+        "routes": config["routes"],
+        "version": version,
+    });
+    document["clusters"][0]["members"][0]["weight"] = json!(50);
+    let mut other = document.clone();
+    other["clusters"][0]["members"][0]["weight"] = json!(60);
+    let (on_a, on_b) = tokio::join!(
+        a.put("/api/v1/config", &document),
+        b.put("/api/v1/config", &other)
+    );
+    let mut statuses = [on_a.status, on_b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "a: {on_a:?}, b: {on_b:?}"
+    );
+    let winner = if on_a.status == StatusCode::OK {
+        &on_a
+    } else {
+        &on_b
+    };
+    version = version_of(winner);
+    assert_eq!(version, config["version"].as_u64().unwrap() + 1);
+
+    // kill -9 of node a while r1 (on a) serves: r1 moves to b, not one request fails.
+    let load = Load::start(LoadOptions {
+        urls: vec![r1.url("/")],
+        expected_bodies: vec!["one".into()],
+        concurrency: 2,
+        max_requests: 100_000,
+        max_duration: Duration::from_secs(120),
+    });
+    eventually("the load is flowing", secs(20), async || {
+        if load.ok_count() >= 20 {
+            Ok(())
+        } else {
+            Err(format!("{} ok", load.ok_count()))
+        }
+    })
+    .await;
+    a.kill9();
+    let after_kill = b
+        .write(
+            Method::PATCH,
+            &format!("/api/v1/clusters/web/members/{}", member_id(&b).await),
+            Some(&json!({ "weight": 7 })),
+        )
+        .await;
+    assert_eq!(after_kill, version + 1, "versions go on from the last one");
+    for r in [&r1, &r2] {
+        wait_running(r, after_kill).await;
+    }
+    eventually("b lists r1 as connected", secs(30), async || {
+        match b.dataplane("r1").await {
+            Some(entry) if entry["connected"] == true && entry["version"] == after_kill => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "requests failed: {:?}", report.failures);
+
+    // Node a restarted: the same store, at the latest version.
+    a.start().await;
+    same_snapshot(&a.config().await, &b.config().await);
+    assert_eq!(a.version().await, after_kill);
+}
+
+/// The id of the only member of cluster `web`.
+async fn member_id(node: &ControlPlane) -> String {
+    let config = node.config().await;
+    config["clusters"][0]["members"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no member in {config}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_writes_answer_503_and_replicas_keep_serving() {
+    let dir = TestDir::new("etcd-quorum");
+    let mut etcd = Etcd::start(dir.path(), 3).await;
+    let a = node(&dir, "a", &etcd).await;
+    let backend = spawn_backend("one").await;
+    let r1 = replica(&dir, "r1", &[&a]).await;
+    a.write(
+        Method::PUT,
+        "/api/v1/clusters/web",
+        Some(&bodies::cluster(&[(&backend, 1)])),
+    )
+    .await;
+    let version = a
+        .write(
+            Method::PUT,
+            "/api/v1/routes/web",
+            Some(&bodies::route("/", "web")),
+        )
+        .await;
+    wait_running(&r1, version).await;
+
+    // One member of three down: writes go on.
+    etcd.kill(2);
+    let weight = |w: u32| json!({ "weight": w });
+    let id = member_id(&a).await;
+    let path = format!("/api/v1/clusters/web/members/{id}");
+    let version = eventually("a write with two members of three", secs(20), async || {
+        let response = a.call(Method::PATCH, &path, Some(&weight(2))).await;
+        if response.status == StatusCode::OK {
+            Ok(version_of(&response))
+        } else {
+            Err(format!("{response:?}"))
+        }
+    })
+    .await;
+    let before = a.config().await;
+
+    // Two down: no quorum. Once etcd knows it has no leader, writes answer
+    // 503 at once and change nothing; reads serve the last config, stale.
+    etcd.kill(1);
+    eventually("a write without quorum answers 503", secs(30), async || {
+        let response = a.call(Method::PATCH, &path, Some(&weight(3))).await;
+        match response.status {
+            StatusCode::SERVICE_UNAVAILABLE
+                if response.error_message().contains("etcd")
+                    && response.error_message().contains("nothing was changed") =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{response:?}")),
+        }
+    })
+    .await;
+    let read = eventually("a read says it is stale", secs(30), async || {
+        let response = a.get("/api/v1/config").await;
+        if response.status == StatusCode::OK && response.header("x-switchyard-stale").is_some() {
+            Ok(response)
+        } else {
+            Err(format!("{response:?}"))
+        }
+    })
+    .await;
+    same_snapshot(&read.json(), &before);
+    for _ in 0..20 {
+        assert_eq!(r1.get("/").await.body, "one", "the replica serves on");
+    }
+    assert_eq!(r1.running_version().await, version);
+
+    // Back with quorum: writes resume, and versions go on from there.
+    etcd.restart(1);
+    etcd.restart(2);
+    etcd.wait_healthy().await;
+    let resumed = eventually("writes resume", secs(30), async || {
+        let response = a.call(Method::PATCH, &path, Some(&weight(4))).await;
+        if response.status == StatusCode::OK {
+            Ok(version_of(&response))
+        } else {
+            Err(format!("{response:?}"))
+        }
+    })
+    .await;
+    assert!(resumed > version, "{resumed} after {version}");
+    wait_running(&r1, resumed).await;
+    let after = a.get("/api/v1/config").await;
+    assert!(after.header("x-switchyard-stale").is_none(), "{after:?}");
+}
