@@ -33,6 +33,7 @@ use utoipa_axum::routes;
 
 use crate::access::{ApiAccess, Refusal};
 use crate::metrics::{Gauges, Metrics, RejectReason, WriteResult};
+use crate::peers::Peers;
 use crate::registry::{Lagging, Registry, ReplicaView, WaitFailure};
 use crate::store::{Store, WriteError, Written};
 
@@ -52,6 +53,8 @@ pub struct AppState {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     access: Arc<ApiAccess>,
+    /// The other control-plane nodes' replicas (with an etcd store).
+    peers: Option<Arc<Peers>>,
 }
 
 /// An API error: a status and a JSON body `{"error": ...}` (plus, for a
@@ -135,7 +138,14 @@ impl AppState {
             registry,
             metrics,
             access: Arc::new(ApiAccess::open()),
+            peers: None,
         }
+    }
+
+    /// The same state, with the other nodes' replicas listed and waited for.
+    pub fn with_peers(mut self, peers: Option<Arc<Peers>>) -> Self {
+        self.peers = peers;
+        self
     }
 
     /// The same state, with requests checked against `access` (API tokens).
@@ -171,11 +181,17 @@ impl AppState {
 
     async fn wait_applied(&self, version: u64, timeout: Duration) -> Result<(), AppError> {
         let store_id = self.store.current().store_id.clone();
-        let failure = match self
+        let started = tokio::time::Instant::now();
+        let mut waited = self
             .registry
             .wait_applied(version, &store_id, timeout)
-            .await
-        {
+            .await;
+        if let (Ok(()), Some(peers)) = (&waited, &self.peers) {
+            // The replicas of the other nodes, within what is left of the time.
+            let left = timeout.saturating_sub(started.elapsed());
+            waited = peers.wait_applied(version, left).await;
+        }
+        let failure = match waited {
             Ok(()) => return Ok(()),
             Err(failure) => failure,
         };
@@ -744,8 +760,13 @@ async fn delete_route(
     tag = "dataplanes",
     responses((status = 200, description = "Every replica the control plane knows: what it runs and how it sees the members", body = Vec<ReplicaView>))
 )]
-async fn list_dataplanes(State(app): State<AppState>) -> Json<Vec<ReplicaView>> {
-    Json(app.registry.views(&app.store.current()))
+async fn list_dataplanes(State(app): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    let current = app.store.current();
+    Json(crate::peers::listing(
+        app.registry.views(&current),
+        app.peers.as_deref(),
+        &current,
+    ))
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {

@@ -11,6 +11,7 @@
 //! - [`access`]: API tokens (`Authorization: Bearer`) the API asks for.
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
+//! - [`peers`]: with etcd, the replicas of the other control-plane nodes.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
 //! - [`import`]: `import-apache`, Apache mod_proxy configuration translated.
 //! - [`ctl`]: the `switchyard` command line over the REST API.
@@ -34,6 +35,7 @@ pub mod ctl;
 pub mod discovery;
 pub mod import;
 pub mod metrics;
+pub mod peers;
 pub mod registry;
 pub mod store;
 #[cfg(test)]
@@ -142,8 +144,13 @@ pub async fn run(
             "No API token configured: anyone who reaches the REST API can change the config (see --api-token-file)"
         );
     }
-    let app =
-        router(AppState::new(store, registry, metrics).with_access(settings.api_access.clone()));
+    // With etcd: this node's replicas published for the other nodes, theirs read.
+    let peers = peers::Peers::start(&store, registry.clone()).map(Arc::new);
+    let app = router(
+        AppState::new(store, registry, metrics)
+            .with_access(settings.api_access.clone())
+            .with_peers(peers.clone()),
+    );
 
     info!(api.addr = %api_addr, grpc.addr = %grpc_addr, "Listening");
     let api_server = async {
@@ -170,6 +177,9 @@ pub async fn run(
     // Ends the config streams if the servers stopped on their own (an error).
     stop_tx.send_replace(true);
     discovery.close(grace).await;
+    if let Some(peers) = peers {
+        peers.close().await;
+    }
     info!("Stopped");
     result
 }

@@ -339,6 +339,12 @@ impl Registry {
             .collect()
     }
 
+    /// Follows the registry: the value changes whenever a replica connects,
+    /// answers, reports health or disconnects (for [`crate::peers`]).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// How many replicas have an open stream, and how many were ever seen.
     pub fn counts(&self) -> (usize, usize) {
         let replicas = self.lock();

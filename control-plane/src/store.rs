@@ -240,6 +240,14 @@ impl Store {
         self.inner.current.subscribe()
     }
 
+    /// The etcd backend, if the store is on etcd.
+    pub(crate) fn etcd(&self) -> Option<&etcd::EtcdStore> {
+        match &self.inner.backend {
+            Backend::File(_) => None,
+            Backend::Etcd(etcd) => Some(etcd),
+        }
+    }
+
     /// Why the current snapshot may be behind the store (etcd has not
     /// answered lately); `None` when it is known to be current, and always
     /// for the state file.

@@ -83,6 +83,8 @@ async fn writes_on_any_node_reach_every_replica_and_survive_a_node_killed() {
     // r1 is on node a, r2 on node b; a write on b reaches both.
     let r1 = replica(&dir, "r1", &[&a, &b]).await;
     let r2 = replica(&dir, "r2", &[&b, &a]).await;
+    // r3 knows only node a: when a dies, it leaves b's list with a's lease.
+    let r3 = replica(&dir, "r3", &[&a]).await;
     b.write(
         Method::PUT,
         "/api/v1/clusters/web",
@@ -96,11 +98,48 @@ async fn writes_on_any_node_reach_every_replica_and_survive_a_node_killed() {
             Some(&bodies::route("/", "web")),
         )
         .await;
-    for r in [&r1, &r2] {
+    for r in [&r1, &r2, &r3] {
         wait_running(r, version).await;
         assert_eq!(r.get("/").await.body, "one");
     }
     same_snapshot(&a.config().await, &b.config().await);
+
+    // Every node lists every replica, whichever node it is connected to.
+    for node in [&a, &b] {
+        eventually(
+            "every replica is listed on every node",
+            secs(10),
+            async || {
+                let listed = node.dataplanes().await;
+                for name in ["r1", "r2", "r3"] {
+                    match listed.iter().find(|r| r["node_id"] == name) {
+                        Some(r) if r["connected"] == true && r["version"] == version => {}
+                        other => return Err(format!("{name}: {other:?} in {listed:?}")),
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
+
+    // ?wait on node a returns once the replica on node b applied the write too.
+    let waited = a
+        .write(
+            Method::PATCH,
+            &format!(
+                "/api/v1/clusters/web/members/{}?wait=20s",
+                member_id(&a).await
+            ),
+            Some(&json!({ "weight": 9 })),
+        )
+        .await;
+    assert_eq!(
+        r2.running_version().await,
+        waited,
+        "r2 (on b) applied it before a answered"
+    );
+    version = waited;
 
     // Writes through alternating nodes: each answers the next version.
     for i in 0..10_u32 {
@@ -185,6 +224,20 @@ async fn writes_on_any_node_reach_every_replica_and_survive_a_node_killed() {
     .await;
     let report = load.stop().await;
     assert_eq!(report.failed, 0, "requests failed: {:?}", report.failures);
+    eventually(
+        "r3 leaves b's list with a's lease",
+        secs(20),
+        async || match b.dataplane("r3").await {
+            None => Ok(()),
+            Some(entry) => Err(format!("{entry}")),
+        },
+    )
+    .await;
+    assert_eq!(
+        r3.get("/").await.body,
+        "one",
+        "r3 serves on without a control plane"
+    );
 
     // Node a restarted: the same store, at the latest version.
     a.start().await;

@@ -54,8 +54,9 @@ pub(crate) mod pb {
 }
 
 use pb::etcdserverpb::{
-    AuthenticateRequest, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest, auth_client::AuthClient, compare, kv_client::KvClient,
+    AuthenticateRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
+    WatchRequest, auth_client::AuthClient, compare, kv_client::KvClient, lease_client::LeaseClient,
     request_op, response_op, watch_client::WatchClient, watch_request,
 };
 use pb::mvccpb::{KeyValue, event::EventType};
@@ -123,6 +124,11 @@ impl EtcdOptions {
             user: None,
             password: None,
         })
+    }
+
+    /// Where the replicas' status is kept, one key per replica.
+    pub(crate) fn replicas_prefix(&self) -> Vec<u8> {
+        format!("{}replicas/", self.prefix).into_bytes()
     }
 
     fn config_key(&self) -> Vec<u8> {
@@ -427,6 +433,135 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A new lease of `ttl`: its id.
+    pub(crate) async fn grant_lease(&self, ttl: Duration) -> Result<i64, EtcdError> {
+        let request = LeaseGrantRequest {
+            ttl: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1),
+            id: 0,
+        };
+        let response = self
+            .request("a lease grant", |service| async move {
+                LeaseClient::new(service).lease_grant(request).await
+            })
+            .await?;
+        if !response.error.is_empty() {
+            return Err(EtcdError::Refused(format!(
+                "etcd refused a lease: {}",
+                response.error
+            )));
+        }
+        Ok(response.id)
+    }
+
+    /// Renews lease `id` once: whether it is still alive.
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<bool, EtcdError> {
+        let response = self
+            .request("a lease renewal", |service| async move {
+                let once = tokio_stream::once(LeaseKeepAliveRequest { id });
+                let mut answers = LeaseClient::new(service)
+                    .lease_keep_alive(once)
+                    .await?
+                    .into_inner();
+                let answer = answers.message().await?;
+                Ok(tonic::Response::new(answer))
+            })
+            .await?;
+        Ok(response.is_some_and(|r| r.ttl > 0))
+    }
+
+    /// Revokes lease `id` (its keys go with it).
+    pub(crate) async fn revoke_lease(&self, id: i64) -> Result<(), EtcdError> {
+        self.request("a lease revocation", |service| async move {
+            LeaseClient::new(service)
+                .lease_revoke(LeaseRevokeRequest { id })
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Puts `value` at `key`, attached to lease `lease`.
+    pub(crate) async fn put_leased(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<(), EtcdError> {
+        let request = PutRequest {
+            key,
+            value,
+            lease,
+            ..Default::default()
+        };
+        self.request(WRITE, |service| {
+            let request = request.clone();
+            async move { KvClient::new(service).put(request).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes `key` if it is attached to lease `lease` (another node's key
+    /// for the same name stays).
+    pub(crate) async fn delete_if_leased(&self, key: Vec<u8>, lease: i64) -> Result<(), EtcdError> {
+        let request = TxnRequest {
+            compare: vec![Compare {
+                result: compare::CompareResult::Equal as i32,
+                target: compare::CompareTarget::Lease as i32,
+                key: key.clone(),
+                range_end: Vec::new(),
+                target_union: Some(compare::TargetUnion::Lease(lease)),
+            }],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    },
+                )),
+            }],
+            failure: Vec::new(),
+        };
+        self.request(WRITE, |service| {
+            let request = request.clone();
+            async move { KvClient::new(service).txn(request).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Every key that starts with `prefix`, with its value.
+    pub(crate) async fn get_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, EtcdError> {
+        let request = RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            ..Default::default()
+        };
+        let response = self
+            .request("a read", |service| {
+                let request = request.clone();
+                async move { KvClient::new(service).range(request).await }
+            })
+            .await?;
+        Ok(response.kvs)
+    }
+}
+
+/// The end of the range of every key that starts with `prefix` (etcd's
+/// `--prefix`): the prefix with its last byte below 0xff incremented.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): every key from the prefix on.
+    vec![0]
+}
+
 /// Whether etcd's message says the auth token is no longer valid.
 fn auth_expired(message: &str) -> bool {
     message.contains("invalid auth token") || message.contains("token")
@@ -506,6 +641,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct EtcdStore {
     shared: Arc<Shared>,
+    options: EtcdOptions,
     follower: JoinHandle<()>,
 }
 
@@ -585,7 +721,24 @@ impl EtcdStore {
             current: current.clone(),
         });
         let follower = tokio::spawn(follow(shared.clone()));
-        Ok((EtcdStore { shared, follower }, current))
+        Ok((
+            EtcdStore {
+                shared,
+                options,
+                follower,
+            },
+            current,
+        ))
+    }
+
+    /// The client, for what else the node keeps in etcd ([`crate::peers`]).
+    pub(crate) fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// The options it was opened with.
+    pub(crate) fn options(&self) -> &EtcdOptions {
+        &self.options
     }
 
     /// Why the snapshot may be behind etcd; `None` when etcd answered lately.
