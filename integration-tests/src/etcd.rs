@@ -155,6 +155,33 @@ impl Etcd {
         .await;
     }
 
+    /// Turns etcd's auth on with a `root` user of `password` (through etcd's
+    /// JSON gateway, so no `etcdctl` is needed).
+    pub async fn enable_auth(&self, password: &str) {
+        let base = format!("http://{}", self.members[0].client);
+        let steps = [
+            ("/v3/auth/role/add", serde_json::json!({ "name": "root" })),
+            (
+                "/v3/auth/user/add",
+                serde_json::json!({ "name": "root", "password": password }),
+            ),
+            (
+                "/v3/auth/user/grant",
+                serde_json::json!({ "user": "root", "role": "root" }),
+            ),
+            ("/v3/auth/enable", serde_json::json!({})),
+        ];
+        for (path, body) in steps {
+            let url = format!("{base}{path}");
+            let response = self
+                .http
+                .send(http::Method::POST, &url, &[], Some(&body))
+                .await
+                .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+            assert_eq!(response.status, StatusCode::OK, "POST {url}: {response:?}");
+        }
+    }
+
     /// `kill -9` of member `index`.
     pub fn kill(&mut self, index: usize) {
         self.members[index].process.kill9();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use switchyard_control_plane::Store;
 use switchyard_control_plane::store::etcd::EtcdOptions;
-use switchyard_control_plane::store::{Location, WriteError};
+use switchyard_control_plane::store::{Location, StoreError, WriteError};
 use switchyard_integration_tests::dirs::TestDir;
 use switchyard_integration_tests::etcd::Etcd;
 use switchyard_integration_tests::eventually::eventually;
@@ -203,4 +203,44 @@ async fn without_etcd_writes_fail_as_unavailable_and_change_nothing() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_auth_the_user_logs_in_and_no_user_is_refused() {
+    let dir = TestDir::new("etcd-auth");
+    let etcd = Etcd::start(dir.path(), 1).await;
+    etcd.enable_auth("s3cret").await;
+
+    let mut with_user = options(&etcd, "/sy-auth/");
+    with_user.user = Some("root".to_owned());
+    with_user.password = Some("s3cret".to_owned());
+    let store = Store::open_at(Location::Etcd(with_user.clone()), None)
+        .await
+        .unwrap();
+    let written = store
+        .update(|config, _| {
+            config.clusters.push(cluster("authed"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(written.version, 1);
+    let again = Store::open_at(Location::Etcd(with_user.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(again.current().version, 1);
+
+    let refused = |result: Result<Store, StoreError>| match result {
+        Ok(_) => panic!("opened etcd without valid credentials"),
+        Err(e) => {
+            assert!(!e.is_unavailable(), "a refusal, not an outage: {e}");
+            e.to_string()
+        }
+    };
+    let none = refused(Store::open_at(Location::Etcd(options(&etcd, "/sy-auth/")), None).await);
+    assert!(none.contains("user name is empty"), "{none}");
+    let mut wrong = with_user;
+    wrong.password = Some("wrong".to_owned());
+    let wrong = refused(Store::open_at(Location::Etcd(wrong), None).await);
+    assert!(wrong.contains("authentication failed"), "{wrong}");
 }

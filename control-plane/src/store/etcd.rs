@@ -768,8 +768,12 @@ impl EtcdStore {
         let shared = &self.shared;
         let storage = |e: EtcdError| WriteError::Storage(StoreError::from(e));
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let snapshot = current.borrow().snapshot.clone();
-            let mod_revision = shared.lock().mod_revision;
+            // Read together under the view's lock, which `observe` holds while it
+            // moves both: a change is put only on the revision it was made on.
+            let (snapshot, mod_revision) = {
+                let view = shared.lock();
+                (current.borrow().snapshot.clone(), view.mod_revision)
+            };
             let (next, value) = match prepare(&snapshot, change.clone()) {
                 Ok(Prepared::Next(next, value)) => (next, value),
                 Ok(Prepared::Unchanged(value)) => {
