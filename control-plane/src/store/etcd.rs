@@ -70,7 +70,7 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// What a write is called in messages (and how `call` knows it is one).
 const WRITE: &str = "a write";
 /// How many times a write is made again after losing a race to another node.
-const MAX_WRITE_ATTEMPTS: usize = 16;
+const MAX_WRITE_ATTEMPTS: usize = 32;
 
 /// How to reach etcd: `--store etcd://…` and the `--etcd-*` flags.
 #[derive(Debug, Clone)]
@@ -767,6 +767,7 @@ impl EtcdStore {
     {
         let shared = &self.shared;
         let storage = |e: EtcdError| WriteError::Storage(StoreError::from(e));
+        let mut lost = 0_u32;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             // Read together under the view's lock, which `observe` holds while it
             // moves both: a change is put only on the revision it was made on.
@@ -819,9 +820,13 @@ impl EtcdStore {
                     });
                 }
                 Ok(Err(Some(kv))) => {
-                    // Another node wrote first: its snapshot, then the change again.
+                    // Another node wrote first: its snapshot, then the change again,
+                    // after a random pause that grows, so two busy nodes fall out of step.
                     let snapshot = parse(&kv, &shared.key).map_err(WriteError::Storage)?;
                     shared.observe(snapshot, kv.mod_revision);
+                    lost += 1;
+                    let most = 1_u64 << lost.min(7);
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=most))).await;
                 }
                 Ok(Err(None)) => {
                     return Err(WriteError::Storage(StoreError::Etcd(format!(
