@@ -5,6 +5,8 @@
 //! node while serving on; an etcd without quorum answers writes 503, reads
 //! say they are stale, replicas keep serving, and writes resume with it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -340,4 +342,135 @@ async fn without_quorum_writes_answer_503_and_replicas_keep_serving() {
     wait_running(&r1, resumed).await;
     let after = a.get("/api/v1/config").await;
     assert!(after.header("x-switchyard-stale").is_none(), "{after:?}");
+}
+
+/// Writes `t{trial}-{i}` clusters on `url` one after the other until one is
+/// not answered 200 (the node was killed) or `stop` is set; returns the
+/// acknowledged names with their versions.
+async fn write_until_failure(
+    base: String,
+    trial: usize,
+    body: Value,
+    acked: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, u64)> {
+    let client = switchyard_integration_tests::Client::without_pool();
+    let mut done = Vec::new();
+    for i in 0..500 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let name = format!("t{trial}-{i}");
+        let url = format!("{base}/api/v1/clusters/{name}");
+        match client.send(Method::PUT, &url, &[], Some(&body)).await {
+            Ok(response) if response.status == StatusCode::OK => {
+                done.push((name, version_of(&response)));
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => break,
+        }
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_a_node_during_writes_loses_no_acknowledged_write() {
+    let dir = TestDir::new("etcd-kill-writes");
+    let etcd = Etcd::start(dir.path(), 1).await;
+    let mut a = node(&dir, "a", &etcd).await;
+    let b = node(&dir, "b", &etcd).await;
+    let backend = spawn_backend("one").await;
+    let r1 = replica(&dir, "r1", &[&a, &b]).await;
+    let r2 = replica(&dir, "r2", &[&b, &a]).await;
+    let body = bodies::cluster(&[(&backend, 1)]);
+    let mut acknowledged: Vec<(String, u64)> = Vec::new();
+
+    for trial in 0..5 {
+        // Writers on both nodes at once; node a is killed mid-stream.
+        let on_a = Arc::new(AtomicUsize::new(0));
+        let writer_a = tokio::spawn(write_until_failure(
+            format!("http://{}", a.api_addr()),
+            trial * 2,
+            body.clone(),
+            on_a.clone(),
+            Arc::new(AtomicBool::new(false)),
+        ));
+        let on_b = Arc::new(AtomicUsize::new(0));
+        let stop_b = Arc::new(AtomicBool::new(false));
+        let writer_b = tokio::spawn(write_until_failure(
+            format!("http://{}", b.api_addr()),
+            trial * 2 + 1,
+            body.clone(),
+            on_b.clone(),
+            stop_b.clone(),
+        ));
+        let wanted = 3 + trial;
+        eventually(
+            "writes are acknowledged on a",
+            secs(20),
+            async || match on_a.load(Ordering::Relaxed) {
+                n if n >= wanted => Ok(()),
+                n => Err(format!("{n} acknowledged")),
+            },
+        )
+        .await;
+        a.kill9();
+        let at_kill = on_b.load(Ordering::Relaxed);
+        let from_a = writer_a.await.unwrap();
+        eventually(
+            "b keeps writing after a died",
+            secs(20),
+            async || match on_b.load(Ordering::Relaxed) {
+                n if n >= at_kill + 3 => Ok(()),
+                n => Err(format!("{n} acknowledged, {at_kill} at the kill")),
+            },
+        )
+        .await;
+        a.start().await;
+        stop_b.store(true, Ordering::Relaxed);
+        let from_b = writer_b.await.unwrap();
+        for versions in [&from_a, &from_b] {
+            assert!(
+                versions.windows(2).all(|w| w[0].1 < w[1].1),
+                "versions go up on one node: {versions:?}"
+            );
+        }
+        acknowledged.extend(from_a);
+        acknowledged.extend(from_b);
+    }
+
+    // Every acknowledged write is in the config, on both nodes, with no
+    // version given twice; both replicas reach the last version.
+    let mut versions: Vec<u64> = acknowledged.iter().map(|(_, v)| *v).collect();
+    versions.sort_unstable();
+    let before = versions.len();
+    versions.dedup();
+    assert_eq!(versions.len(), before, "a version was acknowledged twice");
+    // A node sees the other's writes through its watch, a moment later.
+    let last = b.version().await;
+    eventually("node a has caught up with b", secs(10), async || {
+        match a.version().await {
+            v if v == last => Ok(()),
+            v => Err(format!("a is at {v}, b at {last}")),
+        }
+    })
+    .await;
+    for node in [&a, &b] {
+        let config = node.config().await;
+        let names: std::collections::BTreeSet<&str> = config["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        for (name, version) in &acknowledged {
+            assert!(
+                names.contains(name.as_str()),
+                "{name} (acknowledged as version {version}) is missing"
+            );
+        }
+    }
+    for r in [&r1, &r2] {
+        wait_running(r, last).await;
+    }
 }
