@@ -45,7 +45,18 @@ struct Member {
     name: String,
     process: ChildProcess,
     client: SocketAddr,
+    /// Plain-HTTP `/health` (`--listen-metrics-urls`), TLS or not.
+    health: SocketAddr,
     args: Vec<String>,
+}
+
+/// PEM files for a cluster that serves its clients over TLS and asks them
+/// for a certificate signed by `ca`.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// An etcd cluster of one or more members.
@@ -67,7 +78,13 @@ impl Etcd {
     /// Starts a cluster of `size` members with data directories under `dir`
     /// and waits until it is healthy.
     pub async fn start(dir: &Path, size: usize) -> Etcd {
+        Etcd::start_with(dir, size, None).await
+    }
+
+    /// [`Etcd::start`], with TLS towards clients when `tls` is given.
+    pub async fn start_with(dir: &Path, size: usize, tls: Option<&EtcdTls>) -> Etcd {
         let binary = etcd_binary();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let ports: Vec<(String, SocketAddr, SocketAddr)> = (0..size)
             .map(|i| (format!("sy-etcd-{i}"), free_port(), free_port()))
             .collect();
@@ -81,15 +98,18 @@ impl Etcd {
             .into_iter()
             .map(|(name, client, peer)| {
                 let data = dir.join(format!("{name}.etcd"));
-                let args: Vec<String> = [
+                let health = free_port();
+                let mut args: Vec<String> = [
                     "--name",
                     &name,
                     "--data-dir",
                     &data.display().to_string(),
                     "--listen-client-urls",
-                    &format!("http://{client}"),
+                    &format!("{scheme}://{client}"),
                     "--advertise-client-urls",
-                    &format!("http://{client}"),
+                    &format!("{scheme}://{client}"),
+                    "--listen-metrics-urls",
+                    &format!("http://{health}"),
                     "--listen-peer-urls",
                     &format!("http://{peer}"),
                     "--initial-advertise-peer-urls",
@@ -109,11 +129,23 @@ impl Etcd {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect();
+                if let Some(tls) = tls {
+                    for (flag, path) in [
+                        ("--cert-file", &tls.cert),
+                        ("--key-file", &tls.key),
+                        ("--trusted-ca-file", &tls.ca),
+                    ] {
+                        args.push(flag.to_owned());
+                        args.push(path.display().to_string());
+                    }
+                    args.push("--client-cert-auth".to_owned());
+                }
                 let process = ChildProcess::start(&name, binary.clone(), &args, &[]);
                 Member {
                     name,
                     process,
                     client,
+                    health,
                     args,
                 }
             })
@@ -137,7 +169,7 @@ impl Etcd {
     pub async fn wait_healthy(&self) {
         eventually("etcd is healthy", HEALTHY_DEADLINE, async || {
             for member in &self.members {
-                let url = format!("http://{}/health", member.client);
+                let url = format!("http://{}/health", member.health);
                 let response = self
                     .http
                     .send(http::Method::GET, &url, &[], None)
@@ -156,7 +188,7 @@ impl Etcd {
     }
 
     /// Turns etcd's auth on with a `root` user of `password` (through etcd's
-    /// JSON gateway, so no `etcdctl` is needed).
+    /// JSON gateway, so no `etcdctl` is needed; not with TLS).
     pub async fn enable_auth(&self, password: &str) {
         let base = format!("http://{}", self.members[0].client);
         let steps = [

@@ -11,8 +11,9 @@ use switchyard_control_plane::Store;
 use switchyard_control_plane::store::etcd::EtcdOptions;
 use switchyard_control_plane::store::{Location, StoreError, WriteError};
 use switchyard_integration_tests::dirs::TestDir;
-use switchyard_integration_tests::etcd::Etcd;
+use switchyard_integration_tests::etcd::{Etcd, EtcdTls};
 use switchyard_integration_tests::eventually::eventually;
+use switchyard_integration_tests::tls_backend::TestCa;
 use switchyard_shared::{Cluster, ConfigError, Member};
 
 fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
@@ -243,4 +244,47 @@ async fn with_etcd_auth_the_user_logs_in_and_no_user_is_refused() {
     wrong.password = Some("wrong".to_owned());
     let wrong = refused(Store::open_at(Location::Etcd(wrong), None).await);
     assert!(wrong.contains("authentication failed"), "{wrong}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate() {
+    let dir = TestDir::new("etcd-tls");
+    let ca = TestCa::new("etcd test CA");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (server_cert, server_key) = ca.server_pem(&["127.0.0.1", "localhost"]);
+    let (client_cert, client_key) = ca.server_pem(&["switchyard"]);
+    let tls = EtcdTls {
+        ca: write("ca.pem", &ca.pem()),
+        cert: write("server.pem", &server_cert),
+        key: write("server-key.pem", &server_key),
+    };
+    let etcd = Etcd::start_with(dir.path(), 1, Some(&tls)).await;
+
+    let mut with_cert = options(&etcd, "/sy-tls/");
+    with_cert.ca = Some(tls.ca.clone());
+    with_cert.cert = Some(write("client.pem", &client_cert));
+    with_cert.key = Some(write("client-key.pem", &client_key));
+    let store = Store::open_at(Location::Etcd(with_cert.clone()), None)
+        .await
+        .unwrap();
+    let written = store
+        .update(|config, _| {
+            config.clusters.push(cluster("over-tls"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(written.version, 1);
+
+    // Without a client certificate, or without TLS, etcd cannot be used.
+    let mut no_cert = with_cert.clone();
+    no_cert.cert = None;
+    no_cert.key = None;
+    assert!(Store::open_at(Location::Etcd(no_cert), None).await.is_err());
+    let plain = options(&etcd, "/sy-tls/");
+    assert!(Store::open_at(Location::Etcd(plain), None).await.is_err());
 }
