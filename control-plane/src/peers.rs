@@ -1,7 +1,7 @@
 //! Replica status shared between control-plane nodes through etcd (only
 //! with `--store etcd://…`): each node mirrors the replicas connected to it
 //! into `<prefix>replicas/<node id>`, every key attached to the node's lease,
-//! and reads the others' keys, so `GET /api/v1/dataplanes` and `?wait=` on any
+//! and follows the others' keys (read, then watched), so `GET /api/v1/dataplanes` and `?wait=` on any
 //! node cover every replica, whichever node it is connected to.
 //!
 //! **A node that dies takes its replicas' keys with it**: its lease is no
@@ -18,16 +18,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::registry::{Lagging, Registry, ReplicaState, ReplicaView, WaitFailure};
 use crate::store::Store;
-use crate::store::etcd::{Client, EtcdError};
+use crate::store::etcd::{Change, Client, EtcdError};
 
 /// How long a dead node's replicas stay listed.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
-/// How often the other nodes' replicas are read.
-const READ_EVERY: Duration = Duration::from_millis(200);
+/// The pause before the other nodes' replicas are read again after an error.
+const READ_AGAIN: Duration = Duration::from_millis(200);
 /// How often the lease is renewed, and everything published again at least.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// A burst of registry changes is published once.
@@ -330,36 +330,82 @@ async fn sync(
     Ok(())
 }
 
-/// Reads the other nodes' records every [`READ_EVERY`]. Runs until aborted.
+/// Follows the other nodes' records: all of them read, then a watch from
+/// there; read again after any error (a pause of [`READ_AGAIN`] first). Runs
+/// until aborted.
 async fn read_others(shared: Arc<Shared>) {
-    let mut every = tokio::time::interval(READ_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
-        let kvs = match shared.client.get_prefix(&shared.prefix).await {
-            Ok(kvs) => kvs,
+        if let Err(e) = follow_others(&shared).await {
             // The records read last stay; the store marks the node stale.
-            Err(_) => continue,
-        };
-        let mut remote = BTreeMap::new();
-        for kv in kvs {
-            let Some(node_id) = kv.key.get(shared.prefix.len()..) else {
-                continue;
-            };
-            let node_id = String::from_utf8_lossy(node_id).into_owned();
-            match serde_json::from_slice::<Record>(&kv.value) {
-                Ok(record) if record.control_plane == shared.me => {}
-                Ok(record) => {
-                    remote.insert(node_id, record);
+            debug!(error = %e, "Following the other nodes' replicas again");
+        }
+        tokio::time::sleep(READ_AGAIN).await;
+    }
+}
+
+async fn follow_others(shared: &Shared) -> Result<(), EtcdError> {
+    let (kvs, revision) = shared.client.get_prefix_at(&shared.prefix).await?;
+    let mut remote = BTreeMap::new();
+    for kv in kvs {
+        if let Some((node_id, record)) = shared.record(&kv.key, &kv.value) {
+            remote.insert(node_id, record);
+        }
+    }
+    shared.replace(remote);
+    let mut watch = shared
+        .client
+        .watch_prefix(&shared.prefix, revision + 1)
+        .await?;
+    loop {
+        let changes = watch.next().await?;
+        let mut remote = shared.lock().clone();
+        for change in changes {
+            match change {
+                Change::Put(kv) => match shared.record(&kv.key, &kv.value) {
+                    Some((node_id, record)) => {
+                        remote.insert(node_id, record);
+                    }
+                    // This node's own record: one of its replicas is here now.
+                    None => {
+                        remote.remove(&shared.node_id(&kv.key));
+                    }
+                },
+                Change::Deleted(key) => {
+                    remote.remove(&shared.node_id(&key));
                 }
-                Err(e) => warn!(replica = %node_id, error = %e, "Ignored a replica record in etcd"),
             }
         }
-        let mut known = shared.lock();
+        shared.replace(remote);
+    }
+}
+
+impl Shared {
+    /// The replica's node id in `key`.
+    fn node_id(&self, key: &[u8]) -> String {
+        String::from_utf8_lossy(key.get(self.prefix.len()..).unwrap_or_default()).into_owned()
+    }
+
+    /// Another node's record of a replica; `None` for this node's own (or
+    /// one that cannot be read, which is logged).
+    fn record(&self, key: &[u8], value: &[u8]) -> Option<(String, Record)> {
+        let node_id = self.node_id(key);
+        match serde_json::from_slice::<Record>(value) {
+            Ok(record) if record.control_plane == self.me => None,
+            Ok(record) => Some((node_id, record)),
+            Err(e) => {
+                warn!(replica = %node_id, error = %e, "Ignored a replica record in etcd");
+                None
+            }
+        }
+    }
+
+    /// Takes `remote` as the other nodes' replicas, waking the waits if it changed.
+    fn replace(&self, remote: BTreeMap<String, Record>) {
+        let mut known = self.lock();
         if *known != remote {
             *known = remote;
             drop(known);
-            shared.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }

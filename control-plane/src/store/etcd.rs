@@ -531,8 +531,63 @@ impl Client {
         .map(drop)
     }
 
-    /// Every key that starts with `prefix`, with its value.
-    pub(crate) async fn get_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, EtcdError> {
+    /// A watch of every key that starts with `prefix`, from `start_revision`:
+    /// the events as they come, until the stream fails or etcd ends it (then
+    /// the next endpoint is used for the next watch). The request stream is
+    /// kept open by the returned sender.
+    pub(crate) async fn watch_prefix(
+        &self,
+        prefix: &[u8],
+        start_revision: i64,
+    ) -> Result<PrefixWatch, EtcdError> {
+        let (index, host, channel) = self.channel();
+        let host = host.to_owned();
+        let (requests, outbound) = mpsc::channel(1);
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: prefix.to_vec(),
+                    range_end: prefix_end(prefix),
+                    start_revision,
+                    ..Default::default()
+                },
+            )),
+        };
+        // The channel has room for it.
+        drop(requests.try_send(create));
+        let mut request = tonic::Request::new(ReceiverStream::new(outbound));
+        request
+            .metadata_mut()
+            .insert("hasleader", MetadataValue::from_static("true"));
+        let mut client = WatchClient::new(InterceptedService::new(channel, self.token.clone()));
+        match tokio::time::timeout(self.timeout, client.watch(request)).await {
+            Ok(Ok(response)) => Ok(PrefixWatch {
+                _requests: requests,
+                stream: response.into_inner(),
+                client: self.clone(),
+                index,
+                host,
+            }),
+            Ok(Err(status)) => {
+                self.next_endpoint(index);
+                Err(status_error(&host, "a watch", &status))
+            }
+            Err(_) => {
+                self.next_endpoint(index);
+                Err(EtcdError::Unavailable(format!(
+                    "etcd at {host} did not start a watch within {}",
+                    humantime::format_duration(self.timeout)
+                )))
+            }
+        }
+    }
+
+    /// Every key that starts with `prefix`, with its value, and the store's
+    /// revision when they were read.
+    pub(crate) async fn get_prefix_at(
+        &self,
+        prefix: &[u8],
+    ) -> Result<(Vec<KeyValue>, i64), EtcdError> {
         let request = RangeRequest {
             key: prefix.to_vec(),
             range_end: prefix_end(prefix),
@@ -544,7 +599,7 @@ impl Client {
                 async move { KvClient::new(service).range(request).await }
             })
             .await?;
-        Ok(response.kvs)
+        Ok((response.kvs, response.header.map_or(0, |h| h.revision)))
     }
 }
 
@@ -560,6 +615,67 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     }
     // All 0xff (or empty): every key from the prefix on.
     vec![0]
+}
+
+/// A watch of a prefix ([`Client::watch_prefix`]).
+pub(crate) struct PrefixWatch {
+    /// Closing the request stream would end the watch.
+    _requests: mpsc::Sender<WatchRequest>,
+    stream: tonic::Streaming<pb::etcdserverpb::WatchResponse>,
+    client: Client,
+    index: usize,
+    host: String,
+}
+
+/// What changed under a watched prefix.
+pub(crate) enum Change {
+    Put(KeyValue),
+    Deleted(Vec<u8>),
+}
+
+impl PrefixWatch {
+    /// The next batch of changes; an error when the watch failed or ended.
+    pub(crate) async fn next(&mut self) -> Result<Vec<Change>, EtcdError> {
+        let message = match self.stream.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                return Err(EtcdError::Unavailable(format!(
+                    "etcd at {} ended the watch",
+                    self.host
+                )));
+            }
+            Err(status) => {
+                self.client.next_endpoint(self.index);
+                return Err(status_error(&self.host, "a watch", &status));
+            }
+        };
+        if message.canceled {
+            return Err(EtcdError::Unavailable(format!(
+                "etcd at {} ended the watch: {}",
+                self.host, message.cancel_reason
+            )));
+        }
+        Ok(message
+            .events
+            .into_iter()
+            .filter_map(|event| {
+                let kv = event.kv?;
+                Some(if event.r#type == EventType::Delete as i32 {
+                    Change::Deleted(kv.key)
+                } else {
+                    Change::Put(kv)
+                })
+            })
+            .collect())
+    }
+}
+
+impl std::fmt::Debug for PrefixWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefixWatch")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether etcd's message says the auth token is no longer valid.
