@@ -315,6 +315,56 @@ mod tests {
     }
 
     #[test]
+    fn store_flags_make_etcd_options() {
+        let args = Args::try_parse_from(["cp"]).unwrap();
+        assert!(args.etcd().unwrap().is_none(), "the state file by default");
+
+        let args = Args::try_parse_from([
+            "cp",
+            "--store",
+            "etcd://10.0.0.1:2379,etcd-2.example:2379",
+            "--etcd-prefix",
+            "/sy/prod/",
+            "--etcd-timeout",
+            "1500ms",
+        ])
+        .unwrap();
+        let options = args.etcd().unwrap().unwrap();
+        assert_eq!(options.endpoints, ["10.0.0.1:2379", "etcd-2.example:2379"]);
+        assert_eq!(options.prefix, "/sy/prod/");
+        assert_eq!(options.timeout, Duration::from_millis(1500));
+        assert!(options.ca.is_none() && options.user.is_none());
+
+        for (flags, needle) in [
+            (vec!["--store", "http://10.0.0.1:2379"], "etcd://host:port"),
+            (vec!["--store", "etcd://10.0.0.1"], "host:port"),
+            (vec!["--store", "etcd://a:1,,b:2"], "host:port"),
+            (vec!["--store", "etcd://user@a:1"], "host:port"),
+            (
+                vec!["--store", "etcd://a:1", "--etcd-prefix", "sy"],
+                "--etcd-prefix",
+            ),
+            (
+                vec!["--store", "etcd://a:1", "--etcd-user", "u"],
+                "--etcd-password-file",
+            ),
+            (
+                vec![
+                    "--store",
+                    "etcd://a:1",
+                    "--etcd-password-file",
+                    "/nonexistent/pw",
+                ],
+                "/nonexistent/pw",
+            ),
+        ] {
+            let args = Args::try_parse_from(["cp"].into_iter().chain(flags.clone())).unwrap();
+            let error = args.etcd().unwrap_err();
+            assert!(error.contains(needle), "{flags:?}: {error}");
+        }
+    }
+
+    #[test]
     fn import_apache_is_a_subcommand() {
         let args = Args::try_parse_from([
             "cp",
