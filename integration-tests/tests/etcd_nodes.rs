@@ -474,3 +474,48 @@ async fn kill9_of_a_node_during_writes_loses_no_acknowledged_write() {
         wait_running(r, last).await;
     }
 }
+
+#[tokio::test]
+async fn a_node_without_etcd_does_not_start_and_says_why() {
+    let dir = TestDir::new("etcd-none");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let args: Vec<String> = [
+        "--api-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--state-file",
+        &dir.join("state.json").display().to_string(),
+        "--store",
+        &format!("etcd://{closed}"),
+        "--etcd-timeout",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut process = switchyard_integration_tests::process::ChildProcess::start(
+        "control plane",
+        switchyard_integration_tests::process::binary("sy-control-plane"),
+        &args,
+        &[],
+    );
+    let status = eventually("the node exits", secs(30), async || {
+        process.exit_status().ok_or("still running")
+    })
+    .await;
+    assert!(!status.success(), "{status}");
+    let log = process.log().lines().join("\n");
+    assert!(
+        log.contains(&format!("etcd at {closed}")) && log.contains("unreachable"),
+        "{log}"
+    );
+    assert!(
+        !dir.join("state.json").exists(),
+        "no state file on the side"
+    );
+}
