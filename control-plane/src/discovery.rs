@@ -213,6 +213,12 @@ impl ReplicaStream {
             }
         };
         let node_id = hello.node_id.clone();
+        if *self.shared.store.cut_off().borrow() {
+            // It would get no new version here: let it try the next control plane.
+            info!(node.id = %node_id, "Refused a replica: this node cannot reach its store");
+            self.end(cut_off_status()).await;
+            return;
+        }
         let current = self.shared.store.current();
         let connection = self.shared.registry.connect(&hello, peer, &current);
         info!(
@@ -270,6 +276,7 @@ impl ReplicaStream {
         let shared = self.shared.clone();
         let mut snapshots = shared.store.subscribe();
         let mut stop = shared.stop.clone();
+        let mut cut_off = shared.store.cut_off();
         let mut burst = false;
         loop {
             // A new version came: let the rest of its burst come too, then send the latest.
@@ -299,6 +306,8 @@ impl ReplicaStream {
                     ));
                 }
                 _ = self.tx.closed() => return End::Closed,
+                // The store's sender lives as long as the store: an error cannot come.
+                Ok(_) = cut_off.wait_for(|cut| *cut) => return End::Status(cut_off_status()),
                 changed = snapshots.changed() => if changed.is_err() {
                     return End::Closed;
                 } else {
@@ -358,6 +367,11 @@ impl ReplicaStream {
             debug!("Could not send the final status; the client is gone");
         }
     }
+}
+
+/// Why a node that cannot reach its store (etcd) ends a replica's stream.
+fn cut_off_status() -> Status {
+    Status::unavailable("this control-plane node cannot reach its store (etcd); try another node")
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ struct Inner {
     /// One writer at a time; owned so that a write survives its caller going away.
     writer: Arc<Mutex<()>>,
     current: Arc<watch::Sender<Published>>,
+    /// [`Store::cut_off`] of the state file: always false, and never closed.
+    never_cut_off: watch::Sender<bool>,
 }
 
 /// Where the snapshots are kept.
@@ -170,6 +172,7 @@ impl Store {
                         backend: Backend::Etcd(backend),
                         writer: Arc::new(Mutex::new(())),
                         current,
+                        never_cut_off: watch::Sender::new(false),
                     }),
                 })
             }
@@ -226,6 +229,7 @@ impl Store {
                 backend: Backend::File(path.to_owned()),
                 writer: Arc::new(Mutex::new(())),
                 current: Arc::new(current),
+                never_cut_off: watch::Sender::new(false),
             }),
         })
     }
@@ -245,6 +249,15 @@ impl Store {
         match &self.inner.backend {
             Backend::File(_) => None,
             Backend::Etcd(etcd) => Some(etcd),
+        }
+    }
+
+    /// Turns true while this node cannot reach its store (etcd) for a while,
+    /// so it should send its replicas elsewhere; never for the state file.
+    pub fn cut_off(&self) -> watch::Receiver<bool> {
+        match &self.inner.backend {
+            Backend::File(_) => self.inner.never_cut_off.subscribe(),
+            Backend::Etcd(etcd) => etcd.cut_off(),
         }
     }
 

@@ -229,3 +229,76 @@ impl Etcd {
         member.process.respawn(&args);
     }
 }
+
+/// A TCP relay to an etcd member that a test can cut (every connection
+/// dropped, new ones refused) and heal again on the same port: a node behind
+/// it is partitioned from etcd while everything else still reaches it.
+#[derive(Debug)]
+pub struct Cuttable {
+    addr: SocketAddr,
+    target: SocketAddr,
+    relay: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Cuttable {
+    /// A relay on a port of its own to the first member of `etcd`.
+    pub async fn start(etcd: &Etcd) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("can bind 127.0.0.1:0");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let target = etcd.members[0].client;
+        Cuttable {
+            addr,
+            target,
+            relay: Some(tokio::spawn(relay(listener, target))),
+        }
+    }
+
+    /// `etcd://ADDR` of the relay, for `--store`.
+    pub fn store_url(&self) -> String {
+        format!("etcd://{}", self.addr)
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn cut(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.abort();
+        }
+    }
+
+    /// Relays again, on the same port.
+    pub async fn heal(&mut self) {
+        self.cut();
+        let listener = eventually(
+            "the relay's port is free again",
+            HEALTHY_DEADLINE,
+            async || tokio::net::TcpListener::bind(self.addr).await,
+        )
+        .await;
+        self.relay = Some(tokio::spawn(relay(listener, self.target)));
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Accepts and relays until aborted; the connections' tasks are in a
+/// `JoinSet`, so they end with it.
+async fn relay(listener: tokio::net::TcpListener, target: SocketAddr) {
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((mut client, _)) = listener.accept().await {
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                // Either side closing ends the relay of this connection.
+                drop(tokio::io::copy_bidirectional(&mut client, &mut server).await);
+            }
+        });
+    }
+}

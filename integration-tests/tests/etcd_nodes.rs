@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use switchyard_integration_tests::control_plane::version_of;
-use switchyard_integration_tests::etcd::Etcd;
+use switchyard_integration_tests::etcd::{Cuttable, Etcd};
 use switchyard_integration_tests::{
     ControlPlane, DataPlane, DataPlaneOptions, Load, LoadOptions, TestDir, bodies, eventually,
     secs, spawn_backend,
@@ -518,4 +518,97 @@ async fn a_node_without_etcd_does_not_start_and_says_why() {
         !dir.join("state.json").exists(),
         "no state file on the side"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_etcd_refuses_writes_and_its_replicas_move() {
+    let dir = TestDir::new("etcd-partition");
+    let etcd = Etcd::start(dir.path(), 1).await;
+    let mut relay = Cuttable::start(&etcd).await;
+    let own = dir.join("a");
+    std::fs::create_dir_all(&own).unwrap();
+    let a = ControlPlane::spawn(
+        &own,
+        vec![
+            "--store".to_owned(),
+            relay.store_url(),
+            "--etcd-timeout".to_owned(),
+            "1s".to_owned(),
+        ],
+    )
+    .await;
+    let b = node(&dir, "b", &etcd).await;
+    let backend = spawn_backend("one").await;
+    let r1 = replica(&dir, "r1", &[&a, &b]).await;
+    b.write(
+        Method::PUT,
+        "/api/v1/clusters/web",
+        Some(&bodies::cluster(&[(&backend, 1)])),
+    )
+    .await;
+    let version = b
+        .write(
+            Method::PUT,
+            "/api/v1/routes/web",
+            Some(&bodies::route("/", "web")),
+        )
+        .await;
+    wait_running(&r1, version).await;
+    let path = format!("/api/v1/clusters/web/members/{}", member_id(&b).await);
+
+    // Node a loses etcd; b and the replica do not.
+    relay.cut();
+    eventually(
+        "a write on the cut-off node answers 503",
+        secs(20),
+        async || {
+            let response = a
+                .call(Method::PATCH, &path, Some(&json!({ "weight": 2 })))
+                .await;
+            match response.status {
+                StatusCode::SERVICE_UNAVAILABLE if response.error_message().contains("etcd") => {
+                    Ok(())
+                }
+                _ => Err(format!("{response:?}")),
+            }
+        },
+    )
+    .await;
+    let read = a.get("/api/v1/config").await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(read.header("x-switchyard-stale").is_some(), "{read:?}");
+    assert_eq!(
+        b.version().await,
+        version,
+        "the refused write changed nothing"
+    );
+
+    // The replica leaves a for b (a ends its stream once cut off), so a write
+    // on b reaches it; it serves all along.
+    let on_b = b
+        .write(Method::PATCH, &path, Some(&json!({ "weight": 3 })))
+        .await;
+    assert_eq!(on_b, version + 1);
+    wait_running(&r1, on_b).await;
+    assert_eq!(r1.get("/").await.body, "one");
+    assert!(
+        a.log().count_matching("cannot reach its store") > 0,
+        "a sent its replica away"
+    );
+
+    // Healed: a takes writes again, from b's version on.
+    relay.heal().await;
+    let again = eventually("a takes writes again", secs(30), async || {
+        let response = a
+            .call(Method::PATCH, &path, Some(&json!({ "weight": 4 })))
+            .await;
+        if response.status == StatusCode::OK {
+            Ok(version_of(&response))
+        } else {
+            Err(format!("{response:?}"))
+        }
+    })
+    .await;
+    assert_eq!(again, on_b + 1);
+    wait_running(&r1, again).await;
 }

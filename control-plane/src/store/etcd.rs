@@ -67,6 +67,9 @@ pub const DEFAULT_PREFIX: &str = "/switchyard/";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a node reads the config key to check it is current.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How long etcd may not answer before the node counts as cut off: it then
+/// ends its replicas' streams so they move to a node that can reach etcd.
+pub const CUT_OFF_AFTER: Duration = Duration::from_secs(3);
 /// What a write is called in messages (and how `call` knows it is one).
 const WRITE: &str = "a write";
 /// How many times a write is made again after losing a race to another node.
@@ -750,6 +753,8 @@ struct Shared {
     key: Vec<u8>,
     view: Mutex<View>,
     current: Arc<watch::Sender<Published>>,
+    /// True while etcd has not answered for [`CUT_OFF_AFTER`].
+    cut_off: watch::Sender<bool>,
 }
 
 /// The etcd backend: the client, the node's view, and the task that follows
@@ -835,6 +840,7 @@ impl EtcdStore {
                 stale: None,
             }),
             current: current.clone(),
+            cut_off: watch::Sender::new(false),
         });
         let follower = tokio::spawn(follow(shared.clone()));
         Ok((
@@ -855,6 +861,12 @@ impl EtcdStore {
     /// The options it was opened with.
     pub(crate) fn options(&self) -> &EtcdOptions {
         &self.options
+    }
+
+    /// Turns true once etcd has not answered for [`CUT_OFF_AFTER`], false
+    /// again when it answers.
+    pub fn cut_off(&self) -> watch::Receiver<bool> {
+        self.shared.cut_off.subscribe()
     }
 
     /// Why the snapshot may be behind etcd; `None` when etcd answered lately.
@@ -1055,6 +1067,21 @@ async fn follow(shared: Arc<Shared>) {
             if let Err(e) = shared.refresh().await {
                 shared.mark_stale(&e);
             }
+            let cut_off = shared
+                .lock()
+                .stale
+                .as_ref()
+                .is_some_and(|(since, _)| since.elapsed() >= CUT_OFF_AFTER);
+            shared.cut_off.send_if_modified(|was| {
+                if *was == cut_off {
+                    return false;
+                }
+                if cut_off {
+                    warn!("Cut off from etcd: ending the replicas' streams so they move to another node");
+                }
+                *was = cut_off;
+                true
+            });
         }
     };
     tokio::join!(watch, poll);
