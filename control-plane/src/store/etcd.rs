@@ -683,7 +683,7 @@ impl std::fmt::Debug for PrefixWatch {
 
 /// Whether etcd's message says the auth token is no longer valid.
 fn auth_expired(message: &str) -> bool {
-    message.contains("invalid auth token") || message.contains("token")
+    message.contains("invalid auth token")
 }
 
 fn status_error(host: &str, what: &str, status: &Status) -> EtcdError {
