@@ -216,11 +216,15 @@ impl AppState {
     }
 }
 
-/// The REST API over `state`: the documented routes (nothing else is
-/// served), then JSON errors for any other path (404) or method (405).
+/// The REST API over `state`: the documented routes and the dashboard's
+/// static files (nothing else is served), then JSON errors for any other
+/// path (404) or method (405).
 pub fn router(state: AppState) -> Router {
     let (routes, _document) = documented_routes().split_for_parts();
     routes
+        // Not part of the JSON API, so not in its document; merged before the
+        // fallbacks so that a wrong method on them is the API's JSON 405 too.
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

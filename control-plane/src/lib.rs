@@ -9,6 +9,7 @@
 //!   channel every config stream follows.
 //! - [`api`]: the REST API (axum), [`api::router`].
 //! - [`access`]: API tokens (`Authorization: Bearer`) the API asks for.
+//! - [`dashboard`]: the page at `/` (HTML, CSS, JS compiled in) over the API.
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
@@ -31,6 +32,7 @@ pub mod access;
 pub mod api;
 pub mod cli;
 pub mod ctl;
+pub mod dashboard;
 pub mod discovery;
 pub mod import;
 pub mod metrics;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use switchyard_shared::Snapshot;
@@ -45,6 +45,8 @@ struct Replica {
     members: Vec<MemberHealthView>,
     /// Tells the current stream that a newer one of the same node replaced it.
     superseded: Option<oneshot::Sender<()>>,
+    /// When its current (or last) stream last brought a message, or closed.
+    last_seen: Option<SystemTime>,
 }
 
 /// A replica's stream in the registry.
@@ -122,6 +124,9 @@ pub struct ReplicaView {
     pub connected: bool,
     pub peer: Option<String>,
     pub members: Vec<MemberHealthView>,
+    /// When it last sent a message on its stream (hello, ACK, NACK, health
+    /// report), or when the stream closed (RFC 3339, UTC, milliseconds).
+    pub last_seen: Option<String>,
 }
 
 /// A connected replica that has not applied the awaited version.
@@ -201,6 +206,7 @@ impl Registry {
         replica.in_flight = false;
         replica.members.clear();
         replica.superseded = Some(superseded_tx);
+        replica.last_seen = Some(SystemTime::now());
         // Same store and same hash: it runs the current config, whatever version it calls it.
         if replica.store_id == current.store_id && replica.hash == current.hash {
             replica.version = replica.version.max(current.version);
@@ -314,7 +320,11 @@ impl Registry {
     fn update(&self, node_id: &str, connection: u64, change: impl FnOnce(&mut Replica)) {
         let mut replicas = self.lock();
         match replicas.get_mut(node_id) {
-            Some(replica) if replica.connection == connection => change(replica),
+            Some(replica) if replica.connection == connection => {
+                change(replica);
+                // Every update is a message from the stream, or its end.
+                replica.last_seen = Some(SystemTime::now());
+            }
             _ => return,
         }
         drop(replicas);
@@ -335,6 +345,9 @@ impl Registry {
                 connected: r.connected,
                 peer: r.peer.map(|p| p.to_string()),
                 members: r.members.clone(),
+                last_seen: r
+                    .last_seen
+                    .map(|at| humantime::format_rfc3339_millis(at).to_string()),
             })
             .collect()
     }

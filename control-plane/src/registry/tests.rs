@@ -183,3 +183,39 @@ async fn waits_end_on_ack_nack_or_timeout() {
     };
     assert_eq!(lagging[0].error.as_deref(), Some("bad"));
 }
+
+#[test]
+fn last_seen_follows_the_streams_messages_and_its_end() {
+    let seen = |registry: &Registry, current: &Snapshot| {
+        let text = registry.views(current)[0]
+            .last_seen
+            .clone()
+            .expect("a replica that said hello has been seen");
+        assert!(text.ends_with('Z'), "{text} is not UTC");
+        humantime::parse_rfc3339(&text).unwrap()
+    };
+    // The text has milliseconds: compare against a start rounded down to them.
+    let start = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        );
+    let registry = Registry::new();
+    let current = snapshot(2, "a");
+    let conn = registry.connect(&hello("dp-1", None), None, &current);
+    let hello_at = seen(&registry, &current);
+    assert!(hello_at >= start, "{hello_at:?} before {start:?}");
+    assert!(hello_at <= SystemTime::now());
+    registry.health("dp-1", conn.id, &v1::HealthReport::default());
+    let report_at = seen(&registry, &current);
+    assert!(report_at >= hello_at);
+    registry.disconnect("dp-1", conn.id);
+    let closed_at = seen(&registry, &current);
+    assert!(closed_at >= report_at);
+    assert_eq!(
+        registry.views(&current)[0].state,
+        ReplicaState::Disconnected
+    );
+}
