@@ -194,12 +194,16 @@ def fill(driver, selector, value):
 
 
 def screenshot(driver, path):
-    # The whole page, not just the window: grow the window to the page's height.
+    # The whole page, not just the window: a headless window does not grow
+    # past its screen, so the viewport is set to the page's height instead.
     height = driver.execute_script(
         "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
     )
-    driver.set_window_size(1440, min(max(int(height) + 20, 700), 4000))
-    time.sleep(0.2)  # one frame for the new size; nothing is asserted after this
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1440, "height": min(max(int(height), 700), 4000), "deviceScaleFactor": 1, "mobile": False},
+    )
+    time.sleep(0.3)  # a frame at the new size; nothing is asserted after this
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not driver.save_screenshot(path):
         raise Failed(f"could not save the screenshot to {path}")
@@ -278,8 +282,6 @@ def run(driver, base, token, result):
         raise Failed("markup from an API error became an element")
     if driver.title != "Switchyard":
         raise Failed("a handler from an API error ran")
-    # Done with the form: leave the weight field as the API has it for the picture.
-    fill(driver, row_selector(kept) + " input.weight-input", "")
 
     # Every replica synced at the control plane's version, as the page shows them.
     status, config = api(base, "GET", "/api/v1/config", token=token)

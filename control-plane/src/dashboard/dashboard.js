@@ -295,7 +295,9 @@
           el(
             "tr",
             null,
-            ["Member", "URL", "Weight", "State", "Health (per replica)", "Req/s", "Errors"].map((h) => el("th", null, h)),
+            ["Member", "URL", "Weight", "State", "Health (per replica)"].map((h) => el("th", null, h)),
+            el("th", { className: "num", title: "Requests per second, as each replica counts them" }, "Req/s"),
+            el("th", { className: "num", title: "Share of attempts that failed or got a 5xx" }, "Errors"),
             el("th", { className: "actions" })
           )
         ),
