@@ -63,7 +63,12 @@ fn browser_tools(root: &Path) -> PathBuf {
 async fn call(fleet: &Fleet, method: Method, path: &str, body: Option<&Value>) -> Response {
     let auth = format!("Bearer {TOKEN}");
     Client::without_pool()
-        .send(method, &fleet.cp.url(path), &[("authorization", &auth)], body)
+        .send(
+            method,
+            &fleet.cp.url(path),
+            &[("authorization", &auth)],
+            body,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -172,7 +177,13 @@ async fn a_member_drained_from_the_page_leaves_the_traffic_of_both_replicas() {
     let response = call(&fleet, Method::PUT, "/api/v1/clusters/web", Some(&cluster)).await;
     assert_eq!(response.status, StatusCode::OK, "{response:?}");
     let route = json!({ "path_prefix": "/", "cluster": "web" });
-    let response = call(&fleet, Method::PUT, "/api/v1/routes/web?wait=10s", Some(&route)).await;
+    let response = call(
+        &fleet,
+        Method::PUT,
+        "/api/v1/routes/web?wait=10s",
+        Some(&route),
+    )
+    .await;
     assert_eq!(response.status, StatusCode::OK, "{response:?}");
     let before = fleet.cp.version().await;
     fleet.wait_synced(before).await;
@@ -201,7 +212,10 @@ async fn a_member_drained_from_the_page_leaves_the_traffic_of_both_replicas() {
     let unauthorized = report["unauthorized"].as_str().unwrap_or_default();
     assert!(unauthorized.contains("needs an API token"), "{report}");
     let weight_error = report["weight_error"].as_str().unwrap_or_default();
-    assert!(weight_error.contains("weight must be 1..=100, got 0"), "{report}");
+    assert!(
+        weight_error.contains("weight must be 1..=100, got 0"),
+        "{report}"
+    );
     let url_error = report["url_error"].as_str().unwrap_or_default();
     assert!(url_error.contains("<img src=x"), "{report}");
 
@@ -212,7 +226,10 @@ async fn a_member_drained_from_the_page_leaves_the_traffic_of_both_replicas() {
     assert_eq!(report["version_after"], version, "{report}");
     assert_eq!(member_state(&config, drained), ("draining".to_owned(), 1));
     assert_eq!(member_state(&config, kept), ("active".to_owned(), 1));
-    assert_eq!(config["clusters"][0]["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        config["clusters"][0]["members"].as_array().map(Vec::len),
+        Some(2)
+    );
 
     // Both replicas run it: synced in GET /api/v1/dataplanes, and their admin
     // /config has the control plane's version and hash.
@@ -222,20 +239,33 @@ async fn a_member_drained_from_the_page_leaves_the_traffic_of_both_replicas() {
         assert_eq!(running["version"], version, "{}", replica.node_id());
         assert_eq!(running["hash"], config["hash"], "{}", replica.node_id());
         let entry = fleet.cp.dataplane(replica.node_id()).await.unwrap();
-        assert!(entry["last_seen"].as_str().is_some_and(|t| t.ends_with('Z')), "{entry}");
+        assert!(
+            entry["last_seen"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{entry}"
+        );
     }
 
     // After: no new request reaches the drained member through either replica.
     let drained_before = a.request_count();
     let bodies = traffic(&fleet, 8).await;
     assert!(bodies.iter().all(|body| body == b.body()), "{bodies:?}");
-    assert_eq!(a.request_count(), drained_before, "the drained member got requests");
+    assert_eq!(
+        a.request_count(),
+        drained_before,
+        "the drained member got requests"
+    );
 
     // And a person can look at what the browser saw.
     let png = std::fs::read(&screenshot)
         .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", screenshot.display()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    assert!(png.len() > 20_000, "a {}-byte screenshot is blank", png.len());
+    assert!(
+        png.len() > 20_000,
+        "a {}-byte screenshot is blank",
+        png.len()
+    );
 }
 
 /// The page is served without a token even with `--api-read-auth` (it asks
@@ -257,11 +287,17 @@ async fn the_page_is_open_and_the_data_behind_it_is_not() {
     let client = Client::without_pool();
     let page = client.get(&cp.url("/")).await;
     assert_eq!(page.status, StatusCode::OK, "{page:?}");
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let policy = page.header("content-security-policy").unwrap_or_default();
     assert!(policy.starts_with("default-src 'none'"), "{policy}");
     assert!(policy.contains("script-src 'self'"), "{policy}");
-    assert!(page.body.contains(r#"<script src="/dashboard.js" defer></script>"#));
+    assert!(
+        page.body
+            .contains(r#"<script src="/dashboard.js" defer></script>"#)
+    );
     for asset in ["/dashboard.js", "/dashboard.css"] {
         let response = client.get(&cp.url(asset)).await;
         assert_eq!(response.status, StatusCode::OK, "{asset}: {response:?}");

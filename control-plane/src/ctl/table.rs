@@ -212,7 +212,10 @@ mod tests {
         let out = status(&config, &list);
         assert!(out.starts_with("control plane at version 7 (store s1)\n"));
         assert!(out.contains("v7: bad route"), "{out}");
-        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
         assert_eq!(
             lines[1],
             ["NODE", "STATE", "RUNS", "CURRENT", "LAST", "SEEN", "REASON"]

@@ -22,8 +22,12 @@ fn app(dir: &TempDir) -> Router {
     let store = Store::open_blocking(&dir.join("state.json"), None).unwrap();
     let access = ApiAccess::new(Some(TOKEN), None, true).unwrap();
     router(
-        AppState::new(store, Arc::new(Registry::new()), Arc::new(Metrics::default()))
-            .with_access(Arc::new(access)),
+        AppState::new(
+            store,
+            Arc::new(Registry::new()),
+            Arc::new(Metrics::default()),
+        )
+        .with_access(Arc::new(access)),
     )
 }
 
@@ -77,7 +81,10 @@ async fn each_file_is_served_with_its_type_and_the_policy_without_a_token() {
             header_of(&answer, header::CONTENT_SECURITY_POLICY),
             CONTENT_SECURITY_POLICY
         );
-        assert_eq!(header_of(&answer, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(
+            header_of(&answer, header::X_CONTENT_TYPE_OPTIONS),
+            "nosniff"
+        );
         assert_eq!(header_of(&answer, header::CACHE_CONTROL), "no-cache");
         assert!(
             answer.body.contains(marker),
@@ -148,7 +155,10 @@ fn the_script_never_parses_api_data_as_html() {
         assert!(!DASHBOARD_JS.contains(sink), "dashboard.js uses {sink}");
     }
     assert!(!DASHBOARD_CSS.contains("url("), "the style loads nothing");
-    assert!(!DASHBOARD_CSS.contains("@import"), "the style loads nothing");
+    assert!(
+        !DASHBOARD_CSS.contains("@import"),
+        "the style loads nothing"
+    );
 }
 
 #[tokio::test]
