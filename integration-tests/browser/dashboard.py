@@ -10,8 +10,8 @@ first cluster has (at least) two members and whose writes need a token:
 It loads the page, sees both members, tries to drain the first one without a
 token (the API's 401 must be on the page, as the API words it), enters the
 token, drains it from the page and waits until the page shows it draining;
-then two actions the API refuses (a weight of 0; a member URL with HTML in it,
-which must show as text and never become an element), and waits until the
+then two actions the API refuses (a member URL with HTML in it, which must
+show as text and never become an element; a weight of 0), and waits until the
 page shows every replica synced at the control plane's version. It saves a
 screenshot of the whole page to SCREENSHOT, also when it fails, and prints
 what it did as one JSON object on stdout for the Rust test to check.
@@ -269,15 +269,6 @@ def run(driver, base, token, result):
     log(f"drained {drained}: the page says {done[2]!r}")
     result["drain_message"] = done[2]
 
-    # A weight the API refuses: its words on the page, nothing changed.
-    weight_path = f"/api/v1/clusters/{urllib.request.quote(cluster['name'], safe='')}/members/{urllib.request.quote(kept, safe='')}"
-    status, refused = api(base, "PATCH", weight_path, {"weight": 0}, token=token)
-    if status != 400:
-        raise Failed(f"weight 0 answered {status}: {refused}")
-    fill(driver, row_selector(kept) + " input.weight-input", "0")
-    click(driver, row_selector(kept) + ' form.weight-form button[type="submit"]')
-    result["weight_error"] = expect_error(driver, "weight 0", refused["error"])
-
     # A member URL with markup in it: the API quotes it, the page shows it as text.
     probe_url = 'http://<img src=x id=xss-probe onerror="document.title=1">'
     status, refused = api(
@@ -294,6 +285,18 @@ def run(driver, base, token, result):
         raise Failed("markup from an API error became an element")
     if driver.title != "Switchyard":
         raise Failed("a handler from an API error ran")
+    # Done with that form (an empty field is its resting state).
+    fill(driver, add_form + ' input[name="url"]', "")
+
+    # A weight the API refuses: its words on the page, nothing changed (last,
+    # so that the screenshot shows this message beside the refused field).
+    weight_path = f"/api/v1/clusters/{urllib.request.quote(cluster['name'], safe='')}/members/{urllib.request.quote(kept, safe='')}"
+    status, refused = api(base, "PATCH", weight_path, {"weight": 0}, token=token)
+    if status != 400:
+        raise Failed(f"weight 0 answered {status}: {refused}")
+    fill(driver, row_selector(kept) + " input.weight-input", "0")
+    click(driver, row_selector(kept) + ' form.weight-form button[type="submit"]')
+    result["weight_error"] = expect_error(driver, "weight 0", refused["error"])
 
     # Every replica synced at the control plane's version, as the page shows them.
     status, config = api(base, "GET", "/api/v1/config", token=token)

@@ -57,7 +57,7 @@ async fn send(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Ans
     }
 }
 
-fn header_of<'a>(answer: &'a Answer, name: header::HeaderName) -> &'a str {
+fn header_of(answer: &Answer, name: header::HeaderName) -> &str {
     answer
         .headers
         .get(&name)
