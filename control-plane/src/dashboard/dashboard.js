@@ -393,7 +393,11 @@
 
   // ---- Polling -----------------------------------------------------------------
 
-  let polling = null;
+  // One read at a time: an action asks for a read now, which waits for the
+  // one in flight (if any) instead of starting a second loop.
+  let timer = null;
+  let reading = false;
+  let readAgain = false;
 
   async function refresh() {
     const [config, replicas] = await Promise.all([api("GET", "/api/v1/config"), api("GET", "/api/v1/dataplanes")]);
@@ -424,10 +428,24 @@
   }
 
   function poll() {
-    clearTimeout(polling);
-    refresh().finally(() => {
-      polling = setTimeout(poll, POLL_MS);
-    });
+    clearTimeout(timer);
+    timer = null;
+    if (reading) {
+      readAgain = true;
+      return;
+    }
+    reading = true;
+    refresh()
+      .catch((error) => console.error("dashboard: drawing the page failed", error))
+      .finally(() => {
+        reading = false;
+        if (readAgain) {
+          readAgain = false;
+          poll();
+        } else {
+          timer = setTimeout(poll, POLL_MS);
+        }
+      });
   }
 
   // ---- Actions -------------------------------------------------------------------
