@@ -26,7 +26,7 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the REST API (port 0 picks a free port).
+    /// Address of the REST API and of the dashboard at `/` (port 0 picks a free port).
     #[arg(long, env = "SWITCHYARD_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub api_listen: SocketAddr,
 
@@ -71,7 +71,7 @@ pub struct Args {
     )]
     pub api_token: Option<String>,
 
-    /// Reads need the token too (`/healthz` stays open).
+    /// Reads need the token too (`/healthz` and the dashboard's own files stay open).
     #[arg(long, env = "SWITCHYARD_API_READ_AUTH")]
     pub api_read_auth: bool,
 

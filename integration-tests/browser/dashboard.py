@@ -179,11 +179,17 @@ def message(driver):
 
 def expect_error(driver, what, expected):
     """Waits until the page shows `expected` (the API's error) as the refusal."""
-    shown = wait_for(
-        driver,
-        f"the API's error for {what}",
-        lambda d: (m := message(d)) and m[0] == "error" and m[2] == expected and m,
-    )
+    seen = {}
+
+    def probe(d):
+        seen["message"] = message(d)
+        m = seen["message"]
+        return m if m and m[0] == "error" and m[2] == expected else None
+
+    try:
+        shown = wait_for(driver, f"the API's error for {what}", probe)
+    except Failed as error:
+        raise Failed(f"{error}: expected the error {expected!r}, the page shows {seen.get('message')!r}")
     log(f"{what}: the page shows {shown[1]!r}: {shown[2]!r}")
     return shown[2]
 
