@@ -12,6 +12,72 @@ pub struct Metrics {
     pushes: AtomicU64,
     acks: AtomicU64,
     nacks: AtomicU64,
+    handshake_errors: [AtomicU64; HandshakeFailure::ALL.len()],
+    streams_refused: [AtomicU64; StreamRefusal::ALL.len()],
+}
+
+/// Why a TLS handshake on the config stream's listener failed: the `reason`
+/// label of `switchyard_grpc_tls_handshake_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Mutual TLS, and the replica presented no certificate.
+    NoCertificate,
+    /// A certificate not signed by the client CA (or expired, or not for a client).
+    BadCertificate,
+    /// Not TLS at all (a plaintext replica).
+    NotTls,
+    /// No handshake within its time.
+    Timeout,
+    /// Anything else (no common version or cipher, the peer went away).
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 5] = [
+        HandshakeFailure::NoCertificate,
+        HandshakeFailure::BadCertificate,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::BadCertificate => "bad_certificate",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
+/// Why a config stream was refused after its connection was accepted: the
+/// `reason` label of `switchyard_config_streams_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefusal {
+    /// No hello first, an empty node id, or no hello in time.
+    BadHello,
+    /// The hello claims another node id than the client certificate names.
+    NodeIdMismatch,
+    /// The client certificate names no node id (no DNS SAN, no CN).
+    NamelessCertificate,
+}
+
+impl StreamRefusal {
+    pub const ALL: [StreamRefusal; 3] = [
+        StreamRefusal::BadHello,
+        StreamRefusal::NodeIdMismatch,
+        StreamRefusal::NamelessCertificate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamRefusal::BadHello => "bad_hello",
+            StreamRefusal::NodeIdMismatch => "node_id_mismatch",
+            StreamRefusal::NamelessCertificate => "nameless_certificate",
+        }
+    }
 }
 
 /// How a write through the API ended.
@@ -125,6 +191,24 @@ impl Metrics {
         self.nacks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A TLS handshake on the config stream's listener failed.
+    pub fn handshake_failed(&self, reason: HandshakeFailure) {
+        if let Some(i) = HandshakeFailure::ALL.iter().position(|r| *r == reason)
+            && let Some(counter) = self.handshake_errors.get(i)
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A config stream was refused after its hello (or for want of one).
+    pub fn stream_refused(&self, reason: StreamRefusal) {
+        if let Some(i) = StreamRefusal::ALL.iter().position(|r| *r == reason)
+            && let Some(counter) = self.streams_refused.get(i)
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(1024);
@@ -193,6 +277,41 @@ impl Metrics {
             "counter",
             "Snapshots refused by replicas.",
             &[("", get(&self.nacks))],
+        );
+        let by_reason = |names: Vec<&'static str>, counters: &[AtomicU64]| -> Vec<(String, u64)> {
+            names
+                .into_iter()
+                .zip(counters)
+                .map(|(name, n)| (format!("reason=\"{name}\""), get(n)))
+                .collect()
+        };
+        let handshakes = by_reason(
+            HandshakeFailure::ALL.iter().map(|r| r.as_str()).collect(),
+            &self.handshake_errors,
+        );
+        metric(
+            &mut out,
+            "switchyard_grpc_tls_handshake_errors_total",
+            "counter",
+            "TLS handshakes refused on the config stream's listener, by reason.",
+            &handshakes
+                .iter()
+                .map(|(l, n)| (l.as_str(), *n))
+                .collect::<Vec<_>>(),
+        );
+        let refused = by_reason(
+            StreamRefusal::ALL.iter().map(|r| r.as_str()).collect(),
+            &self.streams_refused,
+        );
+        metric(
+            &mut out,
+            "switchyard_config_streams_refused_total",
+            "counter",
+            "Config streams refused after their connection was accepted, by reason.",
+            &refused
+                .iter()
+                .map(|(l, n)| (l.as_str(), *n))
+                .collect::<Vec<_>>(),
         );
         out
     }

@@ -41,7 +41,7 @@ impl Harness {
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, discovery, crate::stopped(stop_rx)));
+        let server = tokio::spawn(serve(listener, None, discovery, crate::stopped(stop_rx)));
         Harness {
             router: router(AppState::new(store.clone(), registry, metrics)),
             store,
