@@ -287,6 +287,11 @@ impl ReplicaStream {
         let id = connection.id;
         let end = self.follow(&node_id, connection).await;
         self.shared.registry.disconnect(&node_id, id);
+        // The replicas left may all run what this one had not applied.
+        let store_id = self.shared.store.current().store_id.clone();
+        for took in self.shared.registry.propagated(&store_id) {
+            self.shared.metrics.propagated(took);
+        }
         match end {
             End::Closed => info!(node.id = %node_id, "Replica disconnected"),
             End::Status(status) => {
@@ -392,6 +397,9 @@ impl ReplicaStream {
                 shared.metrics.ack();
                 let current = shared.store.current();
                 shared.registry.ack(node_id, id, &ack, &current);
+                for took in shared.registry.propagated(&current.store_id) {
+                    shared.metrics.propagated(took);
+                }
             }
             Some(Kind::Nack(nack)) => {
                 warn!(

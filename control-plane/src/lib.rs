@@ -11,7 +11,7 @@
 //! - [`access`]: API tokens (`Authorization: Bearer`) the API asks for.
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
-//! - [`metrics`]: the Prometheus text of `/metrics`.
+//! - [`metrics`]: the metrics of `/metrics` (prometheus-client, OpenMetrics text).
 //! - [`import`]: `import-apache`, Apache mod_proxy configuration translated.
 //! - [`ctl`]: the `switchyard` command line over the REST API.
 //!

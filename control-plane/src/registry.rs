@@ -10,7 +10,7 @@
 //! in a row: the registry keeps each member's counts and their time from the
 //! last report, per replica.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -28,7 +28,15 @@ pub struct Registry {
     /// Bumped on every change that may end a wait.
     changes: watch::Sender<u64>,
     next_connection: AtomicU64,
+    /// Versions stored while replicas were connected and not yet run by all
+    /// of them, oldest first, with when each was stored (for
+    /// `switchyard_propagation_seconds`).
+    propagating: Mutex<VecDeque<(u64, Instant)>>,
 }
+
+/// Versions followed at once for the propagation time; the oldest are
+/// dropped beyond (a replica that refuses every version would keep them all).
+const PROPAGATING_MAX: usize = 64;
 
 #[derive(Debug, Default)]
 struct Replica {
@@ -189,6 +197,7 @@ impl Registry {
             replicas: Mutex::new(BTreeMap::new()),
             changes: watch::Sender::new(0),
             next_connection: AtomicU64::new(1),
+            propagating: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -400,6 +409,57 @@ impl Registry {
         let replicas = self.lock();
         let connected = replicas.values().filter(|r| r.connected).count();
         (connected, replicas.len())
+    }
+
+    /// Records that `version` of store `store_id` was just stored; returns
+    /// how long the versions that every connected replica now runs took to
+    /// get there (none yet, normally). With no replica connected there is
+    /// nothing to measure.
+    pub fn stored(&self, version: u64, store_id: &str) -> Vec<Duration> {
+        if self.counts().0 == 0 {
+            return Vec::new();
+        }
+        {
+            let mut propagating = self.lock_propagating();
+            propagating.push_back((version, Instant::now()));
+            while propagating.len() > PROPAGATING_MAX {
+                propagating.pop_front();
+            }
+        }
+        self.propagated(store_id)
+    }
+
+    /// The versions (of store `store_id`) that every connected replica now
+    /// runs, or a newer one, each with how long it took since it was stored;
+    /// they are measured once. Called after an ACK and after a disconnect.
+    pub fn propagated(&self, store_id: &str) -> Vec<Duration> {
+        let floor = self
+            .lock()
+            .values()
+            .filter(|r| r.connected)
+            .map(|r| if r.store_id == store_id { r.version } else { 0 })
+            .min();
+        let mut propagating = self.lock_propagating();
+        let Some(floor) = floor else {
+            // Nobody left to run them.
+            propagating.clear();
+            return Vec::new();
+        };
+        let mut took = Vec::new();
+        while let Some(&(version, at)) = propagating.front() {
+            if version > floor {
+                break;
+            }
+            took.push(at.elapsed());
+            propagating.pop_front();
+        }
+        took
+    }
+
+    fn lock_propagating(&self) -> MutexGuard<'_, VecDeque<(u64, Instant)>> {
+        self.propagating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits until every connected replica has applied `version` of store

@@ -113,6 +113,12 @@ async fn only_replicas_with_the_certificate_of_their_node_id_get_the_config() {
         );
     }
     let b_peer = cp.dataplane("dp-b").await.unwrap()["peer"].clone();
+    // The versions reached both replicas: measured, and both count as synced.
+    assert!(sample(&cp, "switchyard_propagation_seconds_count").await >= 1);
+    assert_eq!(
+        sample(&cp, "switchyard_replicas{state=\"synced\"}").await,
+        2
+    );
 
     // Four that must not get in.
     let other_ca = TestCa::new("another CA");
@@ -230,7 +236,8 @@ async fn only_replicas_with_the_certificate_of_their_node_id_get_the_config() {
         let log = refused.log().lines().join("\n");
         assert!(log.contains("Config stream ended"), "{log}");
     }
-    // Tokens and certificates aside, /metrics still counts the good ones.
+    // The intruders are in no gauge either.
+    assert_eq!(sample(&cp, "switchyard_replicas_known").await, 2);
     assert!(sample(&cp, "switchyard_acks_total").await >= 2);
 }
 

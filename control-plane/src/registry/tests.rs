@@ -307,3 +307,43 @@ fn member_rates_are_in_the_json_as_null_or_numbers() {
     assert_eq!(member["requests_per_second"], 2.0);
     assert_eq!(member["error_rate"], 0.25);
 }
+
+#[test]
+fn a_version_is_propagated_once_every_connected_replica_runs_it() {
+    let registry = Registry::new();
+    assert!(
+        registry.stored(1, "store-1").is_empty(),
+        "no replica: nothing to measure"
+    );
+    let v2 = snapshot(2, "a");
+    let one = registry.connect(&hello("dp-1", None), None, &v2);
+    let two = registry.connect(&hello("dp-2", None), None, &v2);
+    assert!(registry.stored(2, "store-1").is_empty());
+    let ack = |version| v1::Ack {
+        version,
+        hash: String::new(),
+    };
+    registry.ack("dp-1", one.id, &ack(2), &v2);
+    assert!(
+        registry.propagated("store-1").is_empty(),
+        "dp-2 runs nothing yet"
+    );
+    // Version 3 comes before dp-2 answered; dp-2 then runs 3, which has 2 in it.
+    let v3 = snapshot(3, "b");
+    assert!(registry.stored(3, "store-1").is_empty());
+    registry.ack("dp-2", two.id, &ack(3), &v3);
+    assert_eq!(
+        registry.propagated("store-1").len(),
+        1,
+        "version 2; dp-1 still at 2"
+    );
+    registry.ack("dp-1", one.id, &ack(3), &v3);
+    assert_eq!(registry.propagated("store-1").len(), 1, "version 3");
+    assert!(registry.propagated("store-1").is_empty(), "measured once");
+
+    // A replica that goes away stops holding a version back.
+    assert!(registry.stored(4, "store-1").is_empty());
+    registry.ack("dp-1", one.id, &ack(4), &snapshot(4, "c"));
+    registry.disconnect("dp-2", two.id);
+    assert_eq!(registry.propagated("store-1").len(), 1);
+}
