@@ -236,6 +236,13 @@ async fn only_replicas_with_the_certificate_of_their_node_id_get_the_config() {
         let log = refused.log().lines().join("\n");
         assert!(log.contains("Config stream ended"), "{log}");
     }
+    for refused in [&no_cert, &rogue] {
+        let log = refused.log().lines().join("\n");
+        assert!(
+            log.contains("without a certificate it trusts (see --control-plane-cert)"),
+            "{log}"
+        );
+    }
     // The intruders are in no gauge either.
     assert_eq!(sample(&cp, "switchyard_replicas_known").await, 2);
     assert!(sample(&cp, "switchyard_acks_total").await >= 2);

@@ -30,6 +30,9 @@ const HEALTH_REPORT_GAP: Duration = Duration::from_millis(100);
 /// starts from the smallest backoff, even if no message came on it (a replica
 /// that was already synced is sent nothing).
 const STABLE_STREAM: Duration = Duration::from_secs(10);
+/// A TLS stream that ended this soon may have been refused by the control
+/// plane's certificate check: the log then says where to look.
+const TLS_REFUSAL: Duration = Duration::from_secs(1);
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,16 @@ pub async fn run(
                     control_plane = %endpoint,
                     error = %status.message(),
                     "The control plane refused this replica (PERMISSION_DENIED): check --node-id and --control-plane-cert"
+                );
+            }
+            // Under TLS 1.3 a control plane refuses a client certificate after
+            // the handshake seemed done: all this side sees is a closed connection.
+            Err(error) if endpoint.starts_with("https://") && started.elapsed() < TLS_REFUSAL => {
+                warn!(
+                    control_plane = %endpoint,
+                    error = %chain(&error),
+                    hint = "a control plane with --grpc-client-ca closes the connection of a replica without a certificate it trusts (see --control-plane-cert); its log says why",
+                    "Config stream ended"
                 );
             }
             Err(error) => {
