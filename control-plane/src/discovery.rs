@@ -173,7 +173,7 @@ pub async fn serve(
             .await
             .map_err(Error::Grpc);
     };
-    let (incoming, connections) = mpsc::channel(OUTBOUND_CAPACITY);
+    let (incoming, connections) = mpsc::channel(tls::HANDED_OVER);
     let accept = tls::accept(listener, tls, metrics, incoming);
     let server = router.serve_with_incoming_shutdown(ReceiverStream::new(connections), shutdown);
     tokio::pin!(server);

@@ -36,6 +36,8 @@ use crate::metrics::{HandshakeFailure, Metrics};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; beyond, new connections wait in the backlog.
 const MAX_HANDSHAKES: usize = 256;
+/// Connections past their handshake that wait for the gRPC server to take them.
+pub(super) const HANDED_OVER: usize = 16;
 /// The pause after an accept error (out of file descriptors), so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// What ALPN offers: the config stream is gRPC, HTTP/2 only.
