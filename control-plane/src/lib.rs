@@ -12,7 +12,7 @@
 //! - [`dashboard`]: the page at `/` (HTML, CSS, JS compiled in) over the API.
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
-//! - [`metrics`]: the Prometheus text of `/metrics`.
+//! - [`metrics`]: the metrics of `/metrics` (prometheus-client, OpenMetrics text).
 //! - [`import`]: `import-apache`, Apache mod_proxy configuration translated.
 //! - [`ctl`]: the `switchyard` command line over the REST API.
 //!
@@ -63,6 +63,8 @@ pub struct Settings {
     pub coalesce: discovery::Coalesce,
     /// The API tokens the REST API asks for (none: the API is open).
     pub api_access: Arc<access::ApiAccess>,
+    /// TLS on the config stream's listener, mutual with a client CA (none: plaintext).
+    pub grpc_tls: Option<discovery::GrpcTls>,
 }
 
 impl Settings {
@@ -74,6 +76,7 @@ impl Settings {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             coalesce: discovery::Coalesce::default(),
             api_access: Arc::new(access::ApiAccess::open()),
+            grpc_tls: None,
         }
     }
 }
@@ -140,6 +143,15 @@ pub async fn run(
     let app =
         router(AppState::new(store, registry, metrics).with_access(settings.api_access.clone()));
 
+    match &settings.grpc_tls {
+        Some(tls) if tls.is_mutual() => info!(
+            "Config stream over mutual TLS: each replica's node id is the one its certificate names"
+        ),
+        Some(_) => {
+            info!("Config stream over TLS (no --grpc-client-ca: replicas are not authenticated)")
+        }
+        None => {}
+    }
     info!(api.addr = %api_addr, grpc.addr = %grpc_addr, "Listening");
     let api_server = async {
         axum::serve(api, app)
@@ -147,7 +159,12 @@ pub async fn run(
             .await
             .map_err(Error::Api)
     };
-    let grpc_server = discovery::serve(grpc, discovery.clone(), stopped(stop_rx.clone()));
+    let grpc_server = discovery::serve(
+        grpc,
+        settings.grpc_tls.clone(),
+        discovery.clone(),
+        stopped(stop_rx.clone()),
+    );
     let servers = async { tokio::try_join!(api_server, grpc_server).map(|_| ()) };
     let grace = settings.shutdown_grace;
     let result = tokio::select! {

@@ -59,6 +59,9 @@ pub struct Settings {
     pub upstream_tls: Arc<rustls::ClientConfig>,
     /// Snapshots with more members than this are refused (`None`: no limit).
     pub max_members: Option<usize>,
+    /// TLS of the config stream to `https://` control planes (CA, and this
+    /// replica's certificate for mutual TLS); `None` when they are `http://`.
+    pub control_plane_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The TLS listener (`--tls-listen`): one listener per worker (bound like
@@ -129,6 +132,7 @@ pub async fn run(
     let discovery = tokio::spawn(discovery::run(
         state.clone(),
         settings.control_planes.clone(),
+        settings.control_plane_tls.clone(),
         shutdown.clone(),
     ));
     let admin = tokio::spawn(admin::serve(admin, state.clone(), shutdown.clone()));
