@@ -16,8 +16,8 @@ use tracing::{error, info};
 
 use crate::admin::Endpoint;
 use crate::config::cache;
-use crate::listener::ClientLimits;
 use crate::listener::tls::{CertError, CertPair, Certificates};
+use crate::listener::{ClientLimits, access_log};
 use crate::upstream::tls;
 use crate::{Settings, TlsListeners};
 
@@ -133,6 +133,11 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Writes one line per request, when its response ends, to this file
+    /// (appended to; `-`: stdout): a readable line, or JSON with
+    /// `--log-format json`. Off by default.
+    #[arg(long, env = "SWITCHYARD_ACCESS_LOG", value_name = "PATH")]
+    pub access_log: Option<String>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -332,6 +337,13 @@ async fn start(args: Args) -> anyhow::Result<()> {
         client_body_timeout: args.client_body_timeout,
         upstream_tls,
         max_members: args.max_members,
+        access_log: args.access_log.as_deref().map(|path| {
+            let format = match args.log_format {
+                LogFormat::Human => access_log::Format::Text,
+                LogFormat::Json => access_log::Format::Json,
+            };
+            (access_log::Target::parse(path), format)
+        }),
     };
     crate::run(listeners, tls, admin, settings, shutdown).await?;
     Ok(())

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::admin::metrics::{self, ClientLimit};
+use crate::listener::access_log::Line;
 use crate::listener::{ClientLimits, Protocol};
 
 /// After an h2 GOAWAY (idle or drain), how long a connection with no stream
@@ -227,11 +228,48 @@ impl Drop for Busy {
 }
 
 /// A response body that keeps its request counted as in flight until it is
-/// sent (or dropped).
+/// sent (or dropped), and is where the response ends: its duration counted
+/// and its access log line written ([`Done`]).
 #[derive(Debug)]
-pub(crate) struct Tracked<B> {
+pub(crate) struct Tracked<B: Body> {
     pub(crate) body: B,
     pub(crate) _busy: Busy,
+    pub(crate) done: Done,
+}
+
+/// What happens when a response ends: its last byte sent, or its body
+/// dropped because the client went away.
+#[derive(Debug)]
+pub(crate) struct Done {
+    /// The route's slot (`slots::NONE`: no route matched; nothing timed).
+    pub(crate) route: u32,
+    pub(crate) status: http::StatusCode,
+    /// When the request's head was handed to the proxy.
+    pub(crate) started: std::time::Instant,
+    /// The access log's line; `None` (off) costs one check per frame.
+    pub(crate) line: Option<Box<Line>>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.route != metrics::slots::NONE {
+            metrics::route_response(self.route, self.status, self.started.elapsed());
+        }
+        if let Some(line) = &self.line {
+            line.finish();
+        }
+    }
+}
+
+impl<B: Body> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        // A body hyper never polled (empty, HEAD, 204) was sent in full too.
+        if let Some(line) = &mut self.done.line
+            && self.body.is_end_stream()
+        {
+            line.complete();
+        }
+    }
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -242,7 +280,20 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(line) = &mut this.done.line {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        line.sent(bytes::Buf::remaining(data));
+                    }
+                }
+                Poll::Ready(None) => line.complete(),
+                _ => {}
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use tracing::{Level, Span, debug, warn};
 
 use crate::admin::metrics;
 use crate::balancer;
@@ -59,6 +59,59 @@ pub struct Proxy {
     body_timeout: Duration,
     /// The port of `https_redirect` locations (`--tls-listen`'s; 443 is left out).
     https_port: u16,
+    /// `--access-log` is on: each request's [`Served`] carries the names to log.
+    access_log: bool,
+}
+
+/// What the request path tells the listener of a request it answered: where
+/// its response is counted, and, with the access log on, what to log.
+#[derive(Debug)]
+pub struct Served {
+    /// The slot of the route it matched ([`metrics::slots::NONE`]: none).
+    pub route: u32,
+    /// Attempts sent to members (the first included).
+    pub attempts: u32,
+    /// Why the proxy answered itself, if it did (`switchyard_proxy_errors_total`'s reason).
+    pub error: Option<&'static str>,
+    /// What the access log names; `None` when it is off (one check per request).
+    pub names: Option<Box<Names>>,
+}
+
+/// What the access log says of a request besides what the listener knows.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub route: String,
+    pub cluster: String,
+    /// The member tried last (empty: none).
+    pub member: String,
+    /// The error's text, when the proxy answered itself.
+    pub detail: String,
+    /// How much of the request body was read (`None`: it had none).
+    pub upload: Option<Arc<BodyProgress>>,
+}
+
+impl Served {
+    fn new(access_log: bool) -> Self {
+        Served {
+            route: metrics::slots::NONE,
+            attempts: 0,
+            error: None,
+            names: access_log.then(Box::default),
+        }
+    }
+}
+
+/// A request the proxy answers itself, with what it knew of it by then.
+#[derive(Debug)]
+struct Failed {
+    error: ProxyError,
+    served: Served,
+}
+
+impl Failed {
+    fn new(error: ProxyError, served: Served) -> Self {
+        Failed { error, served }
+    }
 }
 
 /// What the proxy knows of the client connection a request came on.
@@ -120,6 +173,20 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Request(error) => error.status(),
             ProxyError::ClientBody(error) => error.status(),
+        }
+    }
+
+    /// Why, as `switchyard_proxy_errors_total` and the access log name it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoConfig => "no_config",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoMember(_) => "no_member",
+            ProxyError::AllUnreachable { .. } => "unreachable",
+            ProxyError::Upstream { .. } | ProxyError::UpgradeOverH2(_) => "upstream",
+            ProxyError::Timeout { .. } => "timeout",
+            ProxyError::Request(_) => "bad_request",
+            ProxyError::ClientBody(_) => "client_body",
         }
     }
 
@@ -193,7 +260,14 @@ impl Proxy {
             max_uri: DEFAULT_MAX_URI,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             https_port: 443,
+            access_log: false,
         }
+    }
+
+    /// Fills each request's [`Names`] for the access log (`--access-log`).
+    pub fn with_access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
     }
 
     /// Sets the port `https_redirect` sends clients to (the TLS listener's).
@@ -223,25 +297,30 @@ impl Proxy {
         &'a self,
         request: Request<Incoming>,
         client: &'a ClientInfo,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
+    ) -> impl Future<Output = (Response<ProxyBody>, Served)> + Send + 'a {
         let h1 = request.version() < Version::HTTP_2;
         // gRPC comes over HTTP/2 only: an HTTP/1.1 request is not looked at.
         let grpc = !h1 && is_grpc(request.headers());
         self.proxy(request, client).map(move |result| {
-            let response = match result {
-                Ok(response) => response,
-                Err(error) => {
+            let (response, served) = match result {
+                Ok(done) => done,
+                Err(Failed { error, mut served }) => {
                     debug!(%error, "Request failed");
                     metrics::error(&error);
-                    if grpc {
+                    served.error = Some(error.reason());
+                    if let Some(names) = &mut served.names {
+                        names.detail = error.to_string();
+                    }
+                    let response = if grpc {
                         error.into_grpc_response()
                     } else {
                         error.into_response(h1)
-                    }
+                    };
+                    (response, served)
                 }
             };
             metrics::response(response.status());
-            response
+            (response, served)
         })
     }
 
@@ -249,25 +328,47 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         client: &ClientInfo,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<(Response<ProxyBody>, Served), Failed> {
+        let mut served = Served::new(self.access_log);
         let (mut parts, body) = request.into_parts();
         // A malformed request is refused whatever the table says.
-        let target = request::target(&parts, self.max_uri)?;
+        let target = match request::target(&parts, self.max_uri) {
+            Ok(target) => target,
+            Err(error) => return Err(Failed::new(error.into(), served)),
+        };
         // The request finishes on the table it started with, whatever is swapped in meanwhile.
-        let table = self.table.load_full().ok_or(ProxyError::NoConfig)?;
+        let Some(table) = self.table.load_full() else {
+            return Err(Failed::new(ProxyError::NoConfig, served));
+        };
         let host = target.host;
         let path = target.path_and_query.path();
-        let route = route(&table, host.as_ref(), &request::match_path(path))?;
+        let route = match route(&table, host.as_ref(), &request::match_path(path)) {
+            Ok(route) => route,
+            Err(error) => return Err(Failed::new(error, served)),
+        };
         let matched = request::original_len(path, route.path_prefix.len());
+        let cluster = &table.clusters[route.cluster];
+        served.route = route.slot.index();
+        if tracing::enabled!(Level::DEBUG) {
+            let span = Span::current();
+            span.record("route.name", route.name.as_str());
+            span.record("cluster.name", cluster.name.as_str());
+        }
+        if let Some(names) = &mut served.names {
+            names.route.clone_from(&route.name);
+            names.cluster.clone_from(&cluster.name);
+        }
         if route.https_redirect && !client.https {
-            return redirect_to_https(
+            return match redirect_to_https(
                 &parts.method,
                 host.as_ref(),
                 &target.path_and_query,
                 self.https_port,
-            );
+            ) {
+                Ok(response) => Ok((response, served)),
+                Err(error) => Err(Failed::new(error, served)),
+            };
         }
-        let cluster = &table.clusters[route.cluster];
         // What the balancer reads from the request (nothing for plain round robin).
         let affinity = cluster.balancer.affinity(
             &parts.headers,
@@ -284,7 +385,10 @@ impl Proxy {
         let te_trailers = cluster.protocol.is_h2() && asks_for_trailers(&parts.headers);
         if cluster.protocol.is_h2() && upgrade.is_some() {
             warn!(cluster = %cluster.name, "Upgrade refused: the cluster's members speak HTTP/2");
-            return Err(ProxyError::UpgradeOverH2(cluster.name.clone()));
+            return Err(Failed::new(
+                ProxyError::UpgradeOverH2(cluster.name.clone()),
+                served,
+            ));
         }
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
@@ -310,8 +414,11 @@ impl Proxy {
         // GOAWAY): any request may then go again, so its body is kept (up to the limit).
         let replay = (idempotent && cluster.retry.max_retries > 0) || cluster.protocol.is_h2();
         let (body, progress) = UpstreamBody::from_client(body, self.body_timeout, replay);
+        if let Some(names) = &mut served.names {
+            names.upload.clone_from(&progress);
+        }
         let request = Request::from_parts(parts, body);
-        let (member, head, exchange) = forward(
+        let forwarded = forward(
             cluster,
             route,
             request,
@@ -319,14 +426,22 @@ impl Proxy {
             host.as_ref(),
             idempotent,
             &affinity,
+            &mut served,
         )
-        .await?;
+        .await;
+        let (member, head, exchange) = match forwarded {
+            Ok(forwarded) => forwarded,
+            Err(error) => return Err(Failed::new(error, served)),
+        };
         match (upgrade, exchange) {
             // The exchange lets a 101 through only to a request that asked to upgrade.
             (Some(upgrade), Reply::H1(exchange))
                 if head.status == StatusCode::SWITCHING_PROTOCOLS =>
             {
-                switch(head, exchange, &upgrade, cluster, member)
+                match switch(head, exchange, &upgrade, cluster, member) {
+                    Ok(response) => Ok((response, served)),
+                    Err(error) => Err(Failed::new(error, served)),
+                }
             }
             (_, exchange) => {
                 let set_cookie = balancer::set_cookie(cluster, member, &affinity);
@@ -337,7 +452,7 @@ impl Proxy {
                         .headers_mut()
                         .append(header::SET_COOKIE, cookie.clone());
                 }
-                Ok(response)
+                Ok((response, served))
             }
         }
     }
@@ -554,6 +669,9 @@ static HOP_BY_HOP: [&HeaderName; 5] = [
 
 /// Steps 2 and 4: pick a member and send it the request; a failed attempt
 /// goes to another member when [`retry::may_retry`] says it may.
+// What it reads of the request is passed one by one, borrowed from `proxy`'s
+// frame: a struct of them would be built and moved once more per request.
+#[allow(clippy::too_many_arguments)]
 async fn forward<'t>(
     cluster: &'t ClusterEntry,
     route: &RouteEntry,
@@ -562,6 +680,7 @@ async fn forward<'t>(
     host: Option<&HeaderValue>,
     idempotent: bool,
     affinity: &balancer::Affinity,
+    served: &mut Served,
 ) -> Result<(&'t MemberEntry, ResponseHead, Reply), ProxyError> {
     let policy = &cluster.retry;
     let budget = &cluster.shared.retry_budget;
@@ -596,6 +715,14 @@ async fn forward<'t>(
             tried.push(index);
         }
         let member = &cluster.members[index];
+        let slot = member.shared.slot.index();
+        served.attempts += 1;
+        if let Some(names) = &mut served.names {
+            names.member.clone_from(&member.shared.id);
+        }
+        if tracing::enabled!(Level::DEBUG) {
+            Span::current().record("member.id", member.shared.id.as_str());
+        }
         let host_header = match (&route.host_override, route.preserve_host, host) {
             (Some(set), _, _) => set.clone(),
             (None, true, Some(host)) => host.clone(),
@@ -618,6 +745,7 @@ async fn forward<'t>(
         };
         let failure = match sent {
             Ok((head, mut exchange)) => {
+                metrics::member_response(slot, head.status);
                 exchange.hold(in_flight);
                 outlier::observe(cluster, member, Outcome::of_status(head.status));
                 let again = match &spare {
@@ -659,6 +787,7 @@ async fn forward<'t>(
                 let why = error.to_string();
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member could not be reached");
                 metrics::connect_failure(&error);
+                metrics::member_failure(slot, metrics::Failure::Connect);
                 outlier::observe(cluster, member, Outcome::ConnectFailure(&why));
                 last_error = Some(ProxyError::AllUnreachable {
                     cluster: cluster.name.clone(),
@@ -690,19 +819,26 @@ async fn forward<'t>(
             }
             _ => {
                 let why = error_chain(&error);
+                metrics::member_failure(slot, metrics::Failure::Broken);
                 outlier::observe(cluster, member, Outcome::ExchangeFailure(&why));
                 return Err(upstream_error(cluster, member, &error));
             }
         };
         match failure {
-            retry::Failure::Timeout => outlier::observe(cluster, member, Outcome::Timeout),
+            retry::Failure::Timeout => {
+                metrics::member_failure(slot, metrics::Failure::Timeout);
+                outlier::observe(cluster, member, Outcome::Timeout);
+            }
             // A pooled connection the member had closed says nothing of the member.
             _ if reused => {}
-            _ => outlier::observe(
-                cluster,
-                member,
-                Outcome::ExchangeFailure(&error.to_string()),
-            ),
+            _ => {
+                metrics::member_failure(slot, metrics::Failure::Broken);
+                outlier::observe(
+                    cluster,
+                    member,
+                    Outcome::ExchangeFailure(&error.to_string()),
+                );
+            }
         }
         let sent = retry::Sent {
             written,
