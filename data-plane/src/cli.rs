@@ -138,6 +138,10 @@ pub struct Args {
     /// `--log-format json`. Off by default.
     #[arg(long, env = "SWITCHYARD_ACCESS_LOG", value_name = "PATH")]
     pub access_log: Option<String>,
+    /// The access log's format when it differs from --log-format's
+    /// (`text` goes with `human`, `json` with `json`).
+    #[arg(long, env = "SWITCHYARD_ACCESS_LOG_FORMAT", value_enum)]
+    pub access_log_format: Option<access_log::Format>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -338,10 +342,10 @@ async fn start(args: Args) -> anyhow::Result<()> {
         upstream_tls,
         max_members: args.max_members,
         access_log: args.access_log.as_deref().map(|path| {
-            let format = match args.log_format {
+            let format = args.access_log_format.unwrap_or(match args.log_format {
                 LogFormat::Human => access_log::Format::Text,
                 LogFormat::Json => access_log::Format::Json,
-            };
+            });
             (access_log::Target::parse(path), format)
         }),
     };

@@ -38,7 +38,7 @@ async fn fleet(label: &str, format: &str) -> (Fleet, TestDir, std::path::PathBuf
     let fleet = Fleet::start_with(label, 1, move |options| {
         options
             .env("SWITCHYARD_ACCESS_LOG", &log)
-            .env("SWITCHYARD_LOG_FORMAT", &format)
+            .env("SWITCHYARD_ACCESS_LOG_FORMAT", &format)
     })
     .await;
     (fleet, dir, path)
@@ -46,7 +46,7 @@ async fn fleet(label: &str, format: &str) -> (Fleet, TestDir, std::path::PathBuf
 
 #[tokio::test]
 async fn a_text_line_per_request_with_route_cluster_member_and_sizes() {
-    let (fleet, _dir, path) = fleet("access-text", "human").await;
+    let (fleet, _dir, path) = fleet("access-text", "text").await;
     let (cp, replica) = (&fleet.cp, &fleet.replicas[0]);
     let backend = spawn_backend("Hello world!").await;
     cp.write(

@@ -1,6 +1,7 @@
 //! The access log (`--access-log PATH`, `-` for stdout): one line per request
 //! when its response ends (its last byte written, or the client gone), a
-//! readable line or JSON (`--log-format json`).
+//! readable line or JSON (`--access-log-format json`, or `--log-format json`
+//! when that is not given).
 //!
 //! Off, it costs the request path one check ([`enabled`]). On, a worker never
 //! waits for the disk: it formats the line into its own buffer, and one writer
@@ -33,8 +34,8 @@ const FLUSH_AT: usize = 64 * 1024;
 /// A worker's buffer this full takes no more lines until the writer empties it.
 const MAX_BUFFER: usize = 8 * 1024 * 1024;
 
-/// How lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How lines are written (`--access-log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// One readable line, user-controlled fields quoted and escaped.
     Text,
@@ -462,7 +463,10 @@ mod tests {
         );
         // The forged `status=200` stays inside the quoted host (the starts_with
         // above): the quote it brought is escaped, so the field ends where it should.
-        assert!(out.contains(r#"host="evil\" status=200\x0a" status=502 "#), "{out}");
+        assert!(
+            out.contains(r#"host="evil\" status=200\x0a" status=502 "#),
+            "{out}"
+        );
     }
 
     #[test]

@@ -308,20 +308,24 @@ impl Collector for Scrape {
             MetricType::Histogram,
         )?;
         for route in &self.routes {
-            let mut cumulative = 0;
-            let mut buckets = Vec::with_capacity(route.duration.len());
-            for (at, count) in route.duration.iter().enumerate() {
-                cumulative += count;
-                let bound = DURATION_BUCKETS_US
-                    .get(at)
-                    .map_or(f64::INFINITY, |&us| seconds(us));
-                buckets.push((bound, cumulative));
-            }
+            // Per bucket, as counted: the encoder makes them cumulative.
+            let buckets: Vec<(f64, u64)> = route
+                .duration
+                .iter()
+                .enumerate()
+                .map(|(at, &count)| {
+                    let bound = DURATION_BUCKETS_US
+                        .get(at)
+                        .map_or(f64::INFINITY, |&us| seconds(us));
+                    (bound, count)
+                })
+                .collect();
+            let count = route.duration.iter().sum();
             family
                 .encode_family(&[("route", &*route.labels.first)])?
                 .encode_histogram::<NoLabelSet>(
                     seconds(route.duration_sum_us),
-                    cumulative,
+                    count,
                     &buckets,
                     None,
                 )?;
@@ -407,15 +411,18 @@ impl Collector for Scrape {
             &limits,
             &self.client,
         )?;
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(self.apply_buckets.len());
-        for (at, count) in self.apply_buckets.iter().enumerate() {
-            cumulative += count;
-            buckets.push((
-                APPLY_BUCKETS.get(at).copied().unwrap_or(f64::INFINITY),
-                cumulative,
-            ));
-        }
+        let buckets: Vec<(f64, u64)> = self
+            .apply_buckets
+            .iter()
+            .enumerate()
+            .map(|(at, &count)| {
+                (
+                    APPLY_BUCKETS.get(at).copied().unwrap_or(f64::INFINITY),
+                    count,
+                )
+            })
+            .collect();
+        let count = self.apply_buckets.iter().sum();
         encoder
             .encode_descriptor(
                 "switchyard_snapshot_apply_duration_seconds",
@@ -423,7 +430,7 @@ impl Collector for Scrape {
                 None,
                 MetricType::Histogram,
             )?
-            .encode_histogram::<NoLabelSet>(self.apply_sum, cumulative, &buckets, None)?;
+            .encode_histogram::<NoLabelSet>(self.apply_sum, count, &buckets, None)?;
         for (name, kind, help, value) in &self.plain {
             let metric = encoder.encode_descriptor(name, help, None, *kind)?;
             match kind {
@@ -432,5 +439,52 @@ impl Collector for Scrape {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use crate::admin::metrics::{self, slots::Slot};
+    use crate::config::apply::State;
+
+    #[test]
+    fn a_scrape_sums_routes_and_members_with_their_labels() {
+        let route = Slot::route("encode-test");
+        let member = Slot::member("c\"x", "m\n1");
+        for _ in 0..3 {
+            metrics::route_response(
+                route.index(),
+                StatusCode::OK,
+                std::time::Duration::from_millis(3),
+            );
+        }
+        metrics::route_response(
+            route.index(),
+            StatusCode::BAD_GATEWAY,
+            std::time::Duration::from_secs(20),
+        );
+        metrics::member_response(member.index(), StatusCode::OK);
+        let page = metrics::render(&State::new("n".to_owned(), None));
+        for line in [
+            "switchyard_requests_total{route=\"encode-test\",class=\"2xx\"} 3\n",
+            "switchyard_requests_total{route=\"encode-test\",class=\"5xx\"} 1\n",
+            "switchyard_request_duration_seconds_bucket{route=\"encode-test\",le=\"0.0025\"} 0\n",
+            "switchyard_request_duration_seconds_bucket{route=\"encode-test\",le=\"0.005\"} 3\n",
+            "switchyard_request_duration_seconds_bucket{route=\"encode-test\",le=\"10\"} 3\n",
+            "switchyard_request_duration_seconds_bucket{route=\"encode-test\",le=\"+Inf\"} 4\n",
+            "switchyard_request_duration_seconds_count{route=\"encode-test\"} 4\n",
+            // Label values are escaped by the encoder.
+            "switchyard_upstream_responses_total{cluster=\"c\\\"x\",member=\"m\\n1\",class=\"2xx\"} 1\n",
+            "# TYPE switchyard_request_duration_seconds histogram\n",
+            "# TYPE switchyard_responses_total counter\n",
+            "# TYPE switchyard_config_version gauge\n",
+        ] {
+            assert!(page.contains(line), "{line:?} not in:\n{page}");
+        }
+        drop(route);
+        let page = metrics::render(&State::new("n".to_owned(), None));
+        assert!(!page.contains("encode-test"), "a route gone has no series");
     }
 }
