@@ -25,7 +25,7 @@ use http::StatusCode;
 use tracing::{info, warn};
 
 use crate::admin::metrics::ACCESS_LOG;
-use crate::proxy::Names;
+use crate::proxy::{Names, Refusal, Served};
 
 /// How often the writer takes the workers' lines out.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -247,17 +247,14 @@ pub struct Line {
     /// The response body was sent to its end.
     complete: bool,
     retries: u32,
-    error: Option<&'static str>,
+    /// Why the proxy answered itself, and the error's text.
+    refusal: Option<Refusal>,
     names: Option<Box<Names>>,
 }
 
 impl Line {
     /// What the request head says; `None` when the access log is off.
-    pub fn start<B>(
-        request: &http::Request<B>,
-        client: SocketAddr,
-        started: Instant,
-    ) -> Option<Box<Line>> {
+    pub fn start<B>(request: &http::Request<B>, client: SocketAddr) -> Option<Box<Line>> {
         if !enabled() {
             return None;
         }
@@ -281,21 +278,21 @@ impl Line {
                 .path_and_query()
                 .map_or("", |p| p.as_str())
                 .to_owned(),
-            started,
+            started: Instant::now(),
             status: 0,
             sent: 0,
             complete: false,
             retries: 0,
-            error: None,
+            refusal: None,
             names: None,
         }))
     }
 
     /// What the proxy made of the request.
-    pub fn answered(&mut self, status: StatusCode, served: &mut crate::proxy::Served) {
+    pub fn answered(&mut self, status: StatusCode, served: &mut Served, refusal: Option<Refusal>) {
         self.status = status.as_u16();
         self.retries = served.attempts.saturating_sub(1);
-        self.error = served.error;
+        self.refusal = refusal;
         self.names = served.names.take();
     }
 
@@ -331,10 +328,19 @@ impl Line {
     }
 
     fn fields(&self) -> (&str, &str, &str, &str) {
+        let detail = self
+            .refusal
+            .as_ref()
+            .and_then(|r| r.detail.as_deref())
+            .unwrap_or("");
         match &self.names {
-            Some(names) => (&names.route, &names.cluster, &names.member, &names.detail),
-            None => ("", "", "", ""),
+            Some(names) => (&names.route, &names.cluster, &names.member, detail),
+            None => ("", "", "", detail),
         }
+    }
+
+    fn error(&self) -> Option<&'static str> {
+        self.refusal.as_ref().map(|r| r.reason)
     }
 
     /// `TIME CLIENT "METHOD PATH" host="HOST" status=… in=… out=… duration=…s
@@ -369,7 +375,7 @@ impl Line {
             out,
             "\" retries={} error={} complete={}",
             self.retries,
-            self.error.unwrap_or("-"),
+            self.error().unwrap_or("-"),
             self.complete
         );
         if !detail.is_empty() {
@@ -395,7 +401,7 @@ impl Line {
             "cluster": cluster,
             "member": member,
             "retries": self.retries,
-            "error": self.error,
+            "error": self.error(),
             "detail": (!detail.is_empty()).then_some(detail),
             "complete": self.complete,
         });
@@ -433,12 +439,14 @@ mod tests {
             sent: 12,
             complete: true,
             retries: 1,
-            error: Some("upstream"),
+            refusal: Some(Refusal {
+                reason: "upstream",
+                detail: Some("the member closed the connection".to_owned()),
+            }),
             names: Some(Box::new(Names {
                 route: "api".to_owned(),
                 cluster: "app".to_owned(),
                 member: "m1".to_owned(),
-                detail: "the member closed the connection".to_owned(),
                 upload: None,
             })),
         }

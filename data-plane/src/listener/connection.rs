@@ -204,21 +204,49 @@ impl Activity {
     pub(crate) fn start_request(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.changed();
-        Busy(self.clone())
+        Busy {
+            activity: self.clone(),
+            ended_ms: NONE,
+        }
+    }
+
+    /// When a request that starts now began, in ms on the connection's clock:
+    /// the first byte of its head (HTTP/1.1, read when nothing was in
+    /// flight), else now. No clock is read in the first case.
+    pub(crate) fn request_start_ms(&self, h1: bool) -> u64 {
+        match self.first_byte.load(Ordering::Relaxed) {
+            at if h1 && at != NONE => at,
+            _ => self.now_ms(),
+        }
     }
 }
 
 /// A request in flight on a connection.
 #[derive(Debug)]
-pub(crate) struct Busy(Arc<Activity>);
+pub(crate) struct Busy {
+    activity: Arc<Activity>,
+    /// When its response ended, if [`Tracked`] read the clock for it (NONE:
+    /// not yet): the one clock read at the end of a response serves both.
+    ended_ms: u64,
+}
+
+impl Busy {
+    /// Reads the connection's clock for the end of the response.
+    fn end_now(&mut self) -> u64 {
+        self.ended_ms = self.activity.now_ms();
+        self.ended_ms
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let activity = &self.0;
+        let activity = &self.activity;
         if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            activity
-                .idle_since
-                .store(activity.now_ms(), Ordering::Relaxed);
+            let now = match self.ended_ms {
+                NONE => activity.now_ms(),
+                ended => ended,
+            };
+            activity.idle_since.store(now, Ordering::Relaxed);
             activity.first_byte.store(NONE, Ordering::Relaxed);
             activity.served.store(true, Ordering::Relaxed);
             activity.generation.fetch_add(1, Ordering::Relaxed);
@@ -233,7 +261,7 @@ impl Drop for Busy {
 #[derive(Debug)]
 pub(crate) struct Tracked<B: Body> {
     pub(crate) body: B,
-    pub(crate) _busy: Busy,
+    pub(crate) busy: Busy,
     pub(crate) done: Done,
 }
 
@@ -244,30 +272,27 @@ pub(crate) struct Done {
     /// The route's slot (`slots::NONE`: no route matched; nothing timed).
     pub(crate) route: u32,
     pub(crate) status: http::StatusCode,
-    /// When the request's head was handed to the proxy.
-    pub(crate) started: std::time::Instant,
+    /// When the request began ([`Activity::request_start_ms`]): the duration
+    /// is read off the clock the connection reads anyway, to the millisecond
+    /// (as nginx's `$request_time`).
+    pub(crate) started_ms: u64,
     /// The access log's line; `None` (off) costs one check per frame.
     pub(crate) line: Option<Box<Line>>,
 }
 
-impl Drop for Done {
-    fn drop(&mut self) {
-        if self.route != metrics::slots::NONE {
-            metrics::route_response(self.route, self.status, self.started.elapsed());
-        }
-        if let Some(line) = &self.line {
-            line.finish();
-        }
-    }
-}
-
 impl<B: Body> Drop for Tracked<B> {
     fn drop(&mut self) {
-        // A body hyper never polled (empty, HEAD, 204) was sent in full too.
-        if let Some(line) = &mut self.done.line
-            && self.body.is_end_stream()
-        {
-            line.complete();
+        let done = &mut self.done;
+        if done.route != metrics::slots::NONE {
+            let took = self.busy.end_now().saturating_sub(done.started_ms);
+            metrics::route_response(done.route, done.status, Duration::from_millis(took));
+        }
+        if let Some(line) = &mut done.line {
+            // A body hyper never polled (empty, HEAD, 204) was sent in full too.
+            if self.body.is_end_stream() {
+                line.complete();
+            }
+            line.finish();
         }
     }
 }

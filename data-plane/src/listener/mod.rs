@@ -41,7 +41,7 @@ use crate::listener::connection::{Activity, Done, Drain, HeadScan, Tracked};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::request::BothLengths;
 use crate::proxy::tunnel::{self, MemberSide, TunnelSlot};
-use crate::proxy::{ClientInfo, Proxy};
+use crate::proxy::{ClientInfo, Proxy, Refusal, Served};
 
 /// How much of a new connection is read at once to tell HTTP/1.1 from h2c.
 const SNIFF_BUFFER: usize = 2048;
@@ -490,8 +490,8 @@ fn serve_request(
     let busy = activity.start_request();
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let client = client.clone();
-    let started = std::time::Instant::now();
-    let mut line = Line::start(&request, client.peer, started);
+    let started_ms = activity.request_start_ms(request.version() < http::Version::HTTP_2);
+    let mut line = Line::start(&request, client.peer);
     // Its route, cluster and member are recorded by the proxy when known.
     let span = debug_span!(
         "request",
@@ -503,9 +503,10 @@ fn serve_request(
         http.status_code = Empty,
     );
     async move {
-        let (mut response, mut served) = client
+        let mut served = Served::new(line.is_some());
+        let mut response = client
             .proxy
-            .handle(request, &client.info)
+            .handle(request, &client.info, &mut served)
             .instrument(span.clone())
             .await;
         if !span.is_disabled() {
@@ -519,19 +520,16 @@ fn serve_request(
         }
         let status = response.status();
         if let Some(line) = &mut line {
-            line.answered(status, &mut served);
+            let refusal = response.extensions_mut().remove::<Refusal>();
+            line.answered(status, &mut served, refusal);
         }
         let done = Done {
             route: served.route,
             status,
-            started,
+            started_ms,
             line,
         };
-        Ok(response.map(|body| Tracked {
-            body,
-            _busy: busy,
-            done,
-        }))
+        Ok(response.map(|body| Tracked { body, busy, done }))
     }
 }
 

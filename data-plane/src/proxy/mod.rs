@@ -71,8 +71,6 @@ pub struct Served {
     pub route: u32,
     /// Attempts sent to members (the first included).
     pub attempts: u32,
-    /// Why the proxy answered itself, if it did (`switchyard_proxy_errors_total`'s reason).
-    pub error: Option<&'static str>,
     /// What the access log names; `None` when it is off (one check per request).
     pub names: Option<Box<Names>>,
 }
@@ -84,34 +82,29 @@ pub struct Names {
     pub cluster: String,
     /// The member tried last (empty: none).
     pub member: String,
-    /// The error's text, when the proxy answered itself.
-    pub detail: String,
     /// How much of the request body was read (`None`: it had none).
     pub upload: Option<Arc<BodyProgress>>,
 }
 
 impl Served {
-    fn new(access_log: bool) -> Self {
+    /// Nothing known yet; `access_log`: the names are to be filled.
+    pub fn new(access_log: bool) -> Self {
         Served {
             route: metrics::slots::NONE,
             attempts: 0,
-            error: None,
             names: access_log.then(Box::default),
         }
     }
 }
 
-/// A request the proxy answers itself, with what it knew of it by then.
-#[derive(Debug)]
-struct Failed {
-    error: ProxyError,
-    served: Served,
-}
-
-impl Failed {
-    fn new(error: ProxyError, served: Served) -> Self {
-        Failed { error, served }
-    }
+/// Why the proxy answered a request itself: put in the extensions of that
+/// response only (never sent), for the access log.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// `switchyard_proxy_errors_total`'s reason.
+    pub reason: &'static str,
+    /// The error's text; only with the access log on.
+    pub detail: Option<String>,
 }
 
 /// What the proxy knows of the client connection a request came on.
@@ -288,7 +281,8 @@ impl Proxy {
         self
     }
 
-    /// Serves one request; every failure becomes a response.
+    /// Serves one request; every failure becomes a response. What the
+    /// listener needs to know of it besides the response goes into `served`.
     ///
     /// A combinator rather than an `async fn`: each `async fn` layer keeps its
     /// own copy of the request beside its callee's future, and the whole
@@ -297,30 +291,32 @@ impl Proxy {
         &'a self,
         request: Request<Incoming>,
         client: &'a ClientInfo,
-    ) -> impl Future<Output = (Response<ProxyBody>, Served)> + Send + 'a {
+        served: &'a mut Served,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
         let h1 = request.version() < Version::HTTP_2;
         // gRPC comes over HTTP/2 only: an HTTP/1.1 request is not looked at.
         let grpc = !h1 && is_grpc(request.headers());
-        self.proxy(request, client).map(move |result| {
-            let (response, served) = match result {
-                Ok(done) => done,
-                Err(Failed { error, mut served }) => {
+        self.proxy(request, client, served).map(move |result| {
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
                     debug!(%error, "Request failed");
                     metrics::error(&error);
-                    served.error = Some(error.reason());
-                    if let Some(names) = &mut served.names {
-                        names.detail = error.to_string();
-                    }
-                    let response = if grpc {
+                    let refusal = Refusal {
+                        reason: error.reason(),
+                        detail: self.access_log.then(|| error.to_string()),
+                    };
+                    let mut response = if grpc {
                         error.into_grpc_response()
                     } else {
                         error.into_response(h1)
                     };
-                    (response, served)
+                    response.extensions_mut().insert(refusal);
+                    response
                 }
             };
             metrics::response(response.status());
-            (response, served)
+            response
         })
     }
 
@@ -328,24 +324,16 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         client: &ClientInfo,
-    ) -> Result<(Response<ProxyBody>, Served), Failed> {
-        let mut served = Served::new(self.access_log);
+        served: &mut Served,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         // A malformed request is refused whatever the table says.
-        let target = match request::target(&parts, self.max_uri) {
-            Ok(target) => target,
-            Err(error) => return Err(Failed::new(error.into(), served)),
-        };
+        let target = request::target(&parts, self.max_uri)?;
         // The request finishes on the table it started with, whatever is swapped in meanwhile.
-        let Some(table) = self.table.load_full() else {
-            return Err(Failed::new(ProxyError::NoConfig, served));
-        };
+        let table = self.table.load_full().ok_or(ProxyError::NoConfig)?;
         let host = target.host;
         let path = target.path_and_query.path();
-        let route = match route(&table, host.as_ref(), &request::match_path(path)) {
-            Ok(route) => route,
-            Err(error) => return Err(Failed::new(error, served)),
-        };
+        let route = route(&table, host.as_ref(), &request::match_path(path))?;
         let matched = request::original_len(path, route.path_prefix.len());
         let cluster = &table.clusters[route.cluster];
         served.route = route.slot.index();
@@ -359,15 +347,12 @@ impl Proxy {
             names.cluster.clone_from(&cluster.name);
         }
         if route.https_redirect && !client.https {
-            return match redirect_to_https(
+            return redirect_to_https(
                 &parts.method,
                 host.as_ref(),
                 &target.path_and_query,
                 self.https_port,
-            ) {
-                Ok(response) => Ok((response, served)),
-                Err(error) => Err(Failed::new(error, served)),
-            };
+            );
         }
         // What the balancer reads from the request (nothing for plain round robin).
         let affinity = cluster.balancer.affinity(
@@ -385,10 +370,7 @@ impl Proxy {
         let te_trailers = cluster.protocol.is_h2() && asks_for_trailers(&parts.headers);
         if cluster.protocol.is_h2() && upgrade.is_some() {
             warn!(cluster = %cluster.name, "Upgrade refused: the cluster's members speak HTTP/2");
-            return Err(Failed::new(
-                ProxyError::UpgradeOverH2(cluster.name.clone()),
-                served,
-            ));
+            return Err(ProxyError::UpgradeOverH2(cluster.name.clone()));
         }
         // Step 3, in the order that matters (CVE-2022-31813): hop-by-hop headers
         // out before anything is added; `Host` is set per member in `forward`.
@@ -418,7 +400,7 @@ impl Proxy {
             names.upload.clone_from(&progress);
         }
         let request = Request::from_parts(parts, body);
-        let forwarded = forward(
+        let (member, head, exchange) = forward(
             cluster,
             route,
             request,
@@ -426,22 +408,15 @@ impl Proxy {
             host.as_ref(),
             idempotent,
             &affinity,
-            &mut served,
+            served,
         )
-        .await;
-        let (member, head, exchange) = match forwarded {
-            Ok(forwarded) => forwarded,
-            Err(error) => return Err(Failed::new(error, served)),
-        };
+        .await?;
         match (upgrade, exchange) {
             // The exchange lets a 101 through only to a request that asked to upgrade.
             (Some(upgrade), Reply::H1(exchange))
                 if head.status == StatusCode::SWITCHING_PROTOCOLS =>
             {
-                match switch(head, exchange, &upgrade, cluster, member) {
-                    Ok(response) => Ok((response, served)),
-                    Err(error) => Err(Failed::new(error, served)),
-                }
+                switch(head, exchange, &upgrade, cluster, member)
             }
             (_, exchange) => {
                 let set_cookie = balancer::set_cookie(cluster, member, &affinity);
@@ -452,7 +427,7 @@ impl Proxy {
                         .headers_mut()
                         .append(header::SET_COOKIE, cookie.clone());
                 }
-                Ok((response, served))
+                Ok(response)
             }
         }
     }
