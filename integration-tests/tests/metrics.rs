@@ -258,4 +258,21 @@ async fn replica_metrics_count_per_route_and_per_member() {
         page.contains("# TYPE switchyard_request_duration_seconds histogram"),
         "{page}"
     );
+
+    // The counts the health report carries to the control plane, as the replica has them.
+    let members = client::get(&replica.admin_url("/members")).await.json();
+    let counts = |id: &str| {
+        let member = members
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["member_id"] == id))
+            .unwrap_or_else(|| panic!("no member {id} in {members}"));
+        (member["requests"].as_u64(), member["errors"].as_u64())
+    };
+    assert_eq!(counts("good"), (Some(8), Some(0)));
+    assert_eq!(counts("busy"), (Some(2), Some(2)), "a 5xx is an error");
+    assert_eq!(
+        counts("dead"),
+        (Some(0), Some(1)),
+        "a failed connect is an error"
+    );
 }

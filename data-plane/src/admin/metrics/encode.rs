@@ -303,7 +303,7 @@ impl Collector for Scrape {
         }
         let mut family = encoder.encode_descriptor(
             "switchyard_request_duration_seconds",
-            "Time from a request's head read to its response's last byte sent (or the client gone), by route.",
+            "Time from a request's first byte to its response's last byte sent (or the client gone), by route (ms resolution).",
             None,
             MetricType::Histogram,
         )?;
