@@ -504,11 +504,20 @@ fn serve_request(
     );
     async move {
         let mut served = Served::new(line.is_some());
-        let mut response = client
-            .proxy
-            .handle(request, &client.info, &mut served)
-            .instrument(span.clone())
-            .await;
+        // Instrumented only when the span is on: wrapping the request's
+        // future moves all of it once more, which a disabled span must not cost.
+        let mut response = if span.is_disabled() {
+            client
+                .proxy
+                .handle(request, &client.info, &mut served)
+                .await
+        } else {
+            client
+                .proxy
+                .handle(request, &client.info, &mut served)
+                .instrument(span.clone())
+                .await
+        };
         if !span.is_disabled() {
             span.record("http.status_code", response.status().as_u16());
         }
