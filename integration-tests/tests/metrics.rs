@@ -276,3 +276,54 @@ async fn replica_metrics_count_per_route_and_per_member() {
         "a failed connect is an error"
     );
 }
+
+#[tokio::test]
+async fn debug_spans_name_the_connection_route_cluster_and_member() {
+    let fleet = Fleet::start_with("metrics-spans", 1, |options| {
+        options.env("RUST_LOG", "info,switchyard_data_plane=debug")
+    })
+    .await;
+    let (cp, replica) = (&fleet.cp, &fleet.replicas[0]);
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    cp.write(
+        Method::PUT,
+        "/api/v1/clusters/dead",
+        Some(&json!({ "members": [{ "id": "gone", "url": format!("http://{closed_port}") }] })),
+    )
+    .await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/routes/d?wait=5s",
+        Some(&bodies::route("/d/", "dead")),
+    )
+    .await;
+    assert_eq!(
+        replica.get("/d/x").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let line = eventually(
+        "the member's failure is logged in its request's span",
+        Duration::from_secs(5),
+        async || {
+            replica
+                .log()
+                .lines()
+                .into_iter()
+                .find(|line| line.contains("Member could not be reached"))
+                .ok_or("not logged yet")
+        },
+    )
+    .await;
+    for field in [
+        "connection{client.addr=127.0.0.1:",
+        "request{http.method=GET http.target=/d/x",
+        "route.name=\"d\"",
+        "cluster.name=\"dead\"",
+        "member.id=\"gone\"",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+}
