@@ -127,8 +127,55 @@ impl Scrape {
             scrape.apply_sum = times.sum;
         }
         scrape.plain = plain(state, &scrape);
+        scrape.routes = merge(
+            std::mem::take(&mut scrape.routes),
+            |r| &r.labels,
+            |into, from| {
+                add_sums(&mut into.responses, &from.responses);
+                add_sums(&mut into.duration, &from.duration);
+                into.duration_sum_us += from.duration_sum_us;
+            },
+        );
+        scrape.members = merge(
+            std::mem::take(&mut scrape.members),
+            |m| &m.labels,
+            |into, from| {
+                add_sums(&mut into.responses, &from.responses);
+                add_sums(&mut into.failures, &from.failures);
+            },
+        );
         scrape
     }
+}
+
+fn add_sums(into: &mut [u64], from: &[u64]) {
+    for (sum, value) in into.iter_mut().zip(from) {
+        *sum += value;
+    }
+}
+
+/// One entry per labels, in label order: two slots may have the same labels
+/// for a moment (a member whose address changed, while a table with its old
+/// state is still in use; a route dropped and made again by name), and a
+/// scrape must not show a series twice.
+fn merge<T>(mut all: Vec<T>, labels: impl Fn(&T) -> &Labels, add: impl Fn(&mut T, &T)) -> Vec<T> {
+    all.sort_by(|a, b| {
+        let (a, b) = (labels(a), labels(b));
+        (&a.first, &a.second).cmp(&(&b.first, &b.second))
+    });
+    let mut merged: Vec<T> = Vec::with_capacity(all.len());
+    for entry in all {
+        match merged.last_mut() {
+            Some(last)
+                if labels(last).first == labels(&entry).first
+                    && labels(last).second == labels(&entry).second =>
+            {
+                add(last, &entry);
+            }
+            _ => merged.push(entry),
+        }
+    }
+    merged
 }
 
 /// The families without labels, state included.
@@ -448,6 +495,19 @@ mod tests {
 
     use crate::admin::metrics::{self, slots::Slot};
     use crate::config::apply::State;
+
+    #[test]
+    fn two_slots_with_the_same_labels_are_one_series() {
+        let old = Slot::member("merge-c", "m");
+        let new = Slot::member("merge-c", "m");
+        metrics::member_response(old.index(), StatusCode::OK);
+        metrics::member_response(new.index(), StatusCode::OK);
+        let page = metrics::render(&State::new("n".to_owned(), None));
+        let series =
+            "switchyard_upstream_responses_total{cluster=\"merge-c\",member=\"m\",class=\"2xx\"}";
+        assert_eq!(page.matches(series).count(), 1, "{page}");
+        assert!(page.contains(&format!("{series} 2\n")), "{page}");
+    }
 
     #[test]
     fn a_scrape_sums_routes_and_members_with_their_labels() {
