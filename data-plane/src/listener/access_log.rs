@@ -14,7 +14,6 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -76,6 +75,8 @@ static LOG: OnceLock<Arc<Shared>> = OnceLock::new();
 thread_local! {
     /// This thread's buffer, once it logged a line.
     static BUFFER: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+    /// Where this thread formats a line (kept, so a line allocates nothing).
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// Whether the access log is on: the one check a request pays when it is off.
@@ -155,7 +156,8 @@ fn write_loop(
     mut out: Box<dyn std::io::Write + Send>,
     woken: &mpsc::Receiver<bool>,
 ) {
-    let mut spare = Vec::new();
+    // Swapped with each worker's buffer: both keep their capacity.
+    let mut spare = Vec::with_capacity(FLUSH_AT);
     let mut failing = false;
     loop {
         let stop = match woken.recv_timeout(FLUSH_EVERY) {
@@ -236,7 +238,8 @@ fn append(shared: &Shared, line: &[u8]) {
 /// One request's line, made when it comes in and written when its response ends.
 #[derive(Debug)]
 pub struct Line {
-    client: SocketAddr,
+    /// The client's address and port, written once per connection.
+    client: Arc<str>,
     method: http::Method,
     host: String,
     /// The path and query as the client sent them.
@@ -254,10 +257,8 @@ pub struct Line {
 
 impl Line {
     /// What the request head says; `None` when the access log is off.
-    pub fn start<B>(request: &http::Request<B>, client: SocketAddr) -> Option<Box<Line>> {
-        if !enabled() {
-            return None;
-        }
+    pub fn start<B>(request: &http::Request<B>, client: Option<&Arc<str>>) -> Option<Box<Line>> {
+        let client = client?.clone();
         let host = request
             .uri()
             .authority()
@@ -310,14 +311,19 @@ impl Line {
     /// Formats the line and hands it to the writer (the response is over).
     pub fn finish(&self) {
         let Some(shared) = LOG.get() else { return };
-        let mut line = String::with_capacity(256);
-        let now = SystemTime::now();
-        match shared.format {
-            Format::Text => self.text(&mut line, now),
-            Format::Json => self.json(&mut line, now),
-        }
-        line.push('\n');
-        append(shared, line.as_bytes());
+        SCRATCH.with(|scratch| {
+            let Ok(mut line) = scratch.try_borrow_mut() else {
+                return;
+            };
+            line.clear();
+            let now = SystemTime::now();
+            match shared.format {
+                Format::Text => self.text(&mut line, now),
+                Format::Json => self.json(&mut line, now),
+            }
+            line.push('\n');
+            append(shared, line.as_bytes());
+        });
     }
 
     fn received(&self) -> u64 {
@@ -358,13 +364,15 @@ impl Line {
         escape_text(out, &self.path);
         out.push_str("\" host=\"");
         escape_text(out, &self.host);
+        let took = self.started.elapsed();
         let _ = write!(
             out,
-            "\" status={} in={} out={} duration={:.6} route=\"",
+            "\" status={} in={} out={} duration={}.{:06} route=\"",
             self.status,
             self.received(),
             self.sent,
-            self.started.elapsed().as_secs_f64()
+            took.as_secs(),
+            took.subsec_micros()
         );
         escape_text(out, route);
         out.push_str("\" cluster=\"");
@@ -389,7 +397,7 @@ impl Line {
         let (route, cluster, member, detail) = self.fields();
         let line = serde_json::json!({
             "time": humantime::format_rfc3339_millis(now).to_string(),
-            "client": self.client.to_string(),
+            "client": &*self.client,
             "method": self.method.as_str(),
             "host": self.host,
             "path": self.path,
@@ -412,16 +420,28 @@ impl Line {
 /// `value` inside a quoted field: `"` and `\` escaped, and every byte
 /// outside printable ASCII as `\xNN`, so no value can end the field or the line.
 pub fn escape_text(out: &mut String, value: &str) {
-    for byte in value.bytes() {
-        match byte {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(char::from(byte)),
+    let mut rest = value;
+    // Runs of plain bytes are copied whole; only the others are looked at one by one.
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || !(0x20..=0x7e).contains(&b))
+    {
+        out.push_str(&rest[..at]);
+        let mut chars = rest[at..].chars();
+        let Some(c) = chars.next() else { break };
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
             _ => {
-                let _ = write!(out, "\\x{byte:02x}");
+                let mut bytes = [0u8; 4];
+                for byte in c.encode_utf8(&mut bytes).bytes() {
+                    let _ = write!(out, "\\x{byte:02x}");
+                }
             }
         }
+        rest = chars.as_str();
     }
+    out.push_str(rest);
 }
 
 #[cfg(test)]
@@ -430,7 +450,7 @@ mod tests {
 
     fn line() -> Line {
         Line {
-            client: "127.0.0.1:4321".parse().unwrap(),
+            client: Arc::from("127.0.0.1:4321"),
             method: http::Method::GET,
             host: "evil\" status=200\n".to_owned(),
             path: "/a\"b\\c\u{e9}\r\nX".to_owned(),

@@ -313,7 +313,8 @@ fn admit(
     };
     // TCP_NODELAY is inherited from the listener (see `bind_workers`).
     let client = Arc::new(Client {
-        peer,
+        // Written once per connection, and only for the access log.
+        peer: access_log::enabled().then(|| Arc::from(peer.to_string())),
         proxy: worker.proxy.clone(),
         info: ClientInfo {
             ip: ip_header(peer.ip()),
@@ -464,8 +465,8 @@ async fn serve_io<S: ClientStream>(
 
 /// What the requests of one client connection share.
 struct Client {
-    /// The client's address and port (the access log's).
-    peer: std::net::SocketAddr,
+    /// The client's address and port as the access log writes it (`None`: off).
+    peer: Option<Arc<str>>,
     proxy: Arc<Proxy>,
     info: ClientInfo,
     tunnels: Tunnels,
@@ -491,7 +492,7 @@ fn serve_request(
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let client = client.clone();
     let started_ms = activity.request_start_ms(request.version() < http::Version::HTTP_2);
-    let mut line = Line::start(&request, client.peer);
+    let mut line = Line::start(&request, client.peer.as_ref());
     // Its route, cluster and member are recorded by the proxy when known.
     let span = debug_span!(
         "request",
