@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 
 use crate::admin::Endpoint;
 use crate::config::cache;
-use crate::listener::ClientLimits;
 use crate::listener::tls::{CertError, CertPair, Certificates};
+use crate::listener::{ClientLimits, access_log};
 use crate::upstream::tls;
 use crate::{Settings, TlsListeners};
 
@@ -148,6 +148,15 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Writes one line per request, when its response ends, to this file
+    /// (appended to; `-`: stdout): a readable line, or JSON with
+    /// `--log-format json`. Off by default.
+    #[arg(long, env = "SWITCHYARD_ACCESS_LOG", value_name = "PATH")]
+    pub access_log: Option<String>,
+    /// The access log's format when it differs from --log-format's
+    /// (`text` goes with `human`, `json` with `json`).
+    #[arg(long, env = "SWITCHYARD_ACCESS_LOG_FORMAT", value_enum)]
+    pub access_log_format: Option<access_log::Format>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -435,6 +444,13 @@ async fn start(args: Args) -> anyhow::Result<()> {
         upstream_tls,
         max_members: args.max_members,
         control_plane_tls,
+        access_log: args.access_log.as_deref().map(|path| {
+            let format = args.access_log_format.unwrap_or(match args.log_format {
+                LogFormat::Human => access_log::Format::Text,
+                LogFormat::Json => access_log::Format::Json,
+            });
+            (access_log::Target::parse(path), format)
+        }),
     };
     crate::run(listeners, tls, admin, settings, shutdown).await?;
     Ok(())

@@ -166,6 +166,7 @@ async fn session(
         .await?
         .into_inner();
     info!(control_plane = %endpoint, "Connected to the control plane");
+    let _connected = Connected::new();
     let mut health = HealthReporter::new(outlier::transitions());
     loop {
         tokio::select! {
@@ -194,8 +195,26 @@ async fn session(
     }
 }
 
+/// The config stream counted open (`switchyard_control_plane_connected`)
+/// until the session ends, however it ends.
+struct Connected;
+
+impl Connected {
+    fn new() -> Self {
+        crate::admin::metrics::control_plane_connected(true);
+        Connected
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        crate::admin::metrics::control_plane_connected(false);
+    }
+}
+
 /// When member health is reported: every [`HEALTH_REPORT_INTERVAL`] if it
-/// changed, and soon after an ejection or when one ends, so the control plane
+/// changed (its request and error counts included: every 2 s while members
+/// take traffic, nothing while idle), and soon after an ejection or when one ends, so the control plane
 /// sees each transition within moments.
 #[derive(Debug)]
 struct HealthReporter {
@@ -382,5 +401,44 @@ mod tests {
             started.elapsed() >= Duration::from_millis(600)
                 && started.elapsed() < HEALTH_REPORT_INTERVAL
         );
+    }
+
+    #[tokio::test]
+    async fn member_counts_go_out_while_they_change_and_nothing_when_idle() {
+        use switchyard_shared::{Cluster, Config, Member};
+        let mut cluster = Cluster::new("c");
+        cluster.members = vec![Member::new("http://127.0.0.1:1")];
+        let config = Config {
+            clusters: vec![cluster],
+            routes: vec![],
+        };
+        let state = State::new("n".to_owned(), None);
+        state.apply(Snapshot::new(1, "s", config)).unwrap();
+        let slot = state.table().load_full().unwrap().clusters[0].members[0]
+            .shared
+            .slot
+            .index();
+        static TRANSITIONS: Notify = Notify::const_new();
+        let mut reporter = HealthReporter::new(&TRANSITIONS);
+        let first = reporter.report(&state).expect("the first report");
+        assert_eq!((first.members[0].requests, first.members[0].errors), (0, 0));
+        assert!(reporter.report(&state).is_none(), "idle: nothing sent");
+
+        use crate::admin::metrics::{self, Failure};
+        for _ in 0..3 {
+            metrics::member_response(slot, http::StatusCode::OK);
+        }
+        metrics::member_response(slot, http::StatusCode::BAD_GATEWAY);
+        metrics::member_failure(slot, Failure::Connect);
+        metrics::member_failure(slot, Failure::Timeout);
+        let report = reporter.report(&state).expect("the counts changed");
+        let member = &report.members[0];
+        assert_eq!(member.member_id, "127.0.0.1:1");
+        assert_eq!(member.requests, 4, "answers, the 5xx included");
+        assert_eq!(
+            member.errors, 3,
+            "the 5xx, the connect failure, the timeout"
+        );
+        assert!(reporter.report(&state).is_none(), "idle again");
     }
 }
