@@ -327,3 +327,90 @@ async fn debug_spans_name_the_connection_route_cluster_and_member() {
         assert!(line.contains(field), "{field} not in {line}");
     }
 }
+
+/// A member's `(requests_per_second, error_rate)` as the control plane shows it
+/// for `node_id`, if that replica reported both.
+fn member_rates(replicas: &[serde_json::Value], node_id: &str, member: &str) -> Option<(f64, f64)> {
+    let replica = replicas.iter().find(|r| r["node_id"] == node_id)?;
+    let seen = replica["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["member_id"] == member)?;
+    Some((
+        seen["requests_per_second"].as_f64()?,
+        seen["error_rate"].as_f64()?,
+    ))
+}
+
+#[tokio::test]
+async fn member_rates_reach_the_control_plane_from_the_replicas_counts() {
+    let fleet = Fleet::start("metrics-rates", 1).await;
+    let (cp, replica) = (&fleet.cp, &fleet.replicas[0]);
+    let good = spawn_backend("Hello world!").await;
+    let failing = spawn_scripted(|_| {
+        Step::Answer("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\noops".into())
+    })
+    .await;
+    let cluster =
+        |members: serde_json::Value| json!({ "members": members, "retry": { "max_retries": 0 } });
+    cp.write(
+        Method::PUT,
+        "/api/v1/clusters/web",
+        Some(&cluster(json!([{ "id": "good", "url": good.url() }]))),
+    )
+    .await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/clusters/broken",
+        Some(&cluster(json!([{ "id": "broken", "url": failing.url() }]))),
+    )
+    .await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/routes/app",
+        Some(&bodies::route("/app/", "web")),
+    )
+    .await;
+    cp.write(
+        Method::PUT,
+        "/api/v1/routes/broken?wait=5s",
+        Some(&bodies::route("/broken/", "broken")),
+    )
+    .await;
+
+    // Traffic goes on while the replica reports its counts (every 2 s while they
+    // change); the control plane derives a rate from two reports in a row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut sent = 0u64;
+    let (good_rates, broken_rates) = loop {
+        for _ in 0..10 {
+            assert_eq!(replica.get("/app/x").await.status, StatusCode::OK);
+            assert_eq!(
+                replica.get("/broken/x").await.status,
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+            sent += 1;
+        }
+        let replicas = cp.dataplanes().await;
+        let good_rates = member_rates(&replicas, replica.node_id(), "good");
+        let broken_rates = member_rates(&replicas, replica.node_id(), "broken");
+        if let (Some(g), Some(b)) = (good_rates, broken_rates)
+            && g.0 > 0.0
+            && b.0 > 0.0
+        {
+            break (g, b);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rates after {sent} requests each: {replicas:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(good_rates.1, 0.0, "the good member answered every request");
+    assert_eq!(
+        broken_rates.1, 1.0,
+        "every answer of the broken member was a 500"
+    );
+    // The requests went one at a time: no rate can be above what was sent.
+    assert!(good_rates.0 <= sent as f64, "{good_rates:?} after {sent}");
+}
