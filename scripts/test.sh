@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The OpenAPI test runs schemathesis from .venv (made here once, from PyPI).
+# The OpenAPI test runs schemathesis from .venv (made here once, from PyPI), the
+# dashboard test selenium (with Debian's chromium and chromium-driver).
 scripts/python-venv.sh
 cargo test --workspace --locked
 

@@ -20,7 +20,8 @@ type TokenDigest = [u8; 32];
 pub struct ApiAccess {
     /// `None`: the API is open.
     tokens: Option<ArcSwap<Vec<TokenDigest>>>,
-    /// Reads (`GET`, `HEAD`) need a token too (`/healthz` stays open).
+    /// Reads (`GET`, `HEAD`) need a token too (`/healthz` and the
+    /// dashboard's static files stay open).
     read_auth: bool,
     /// The token file, re-read by [`ApiAccess::reload`].
     file: Option<PathBuf>,
@@ -147,7 +148,8 @@ impl ApiAccess {
             return Ok(());
         };
         let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if read && (!self.read_auth || path == "/healthz") {
+        // The dashboard's files hold no data: its page asks for the token.
+        if read && (!self.read_auth || path == "/healthz" || crate::dashboard::is_asset(path)) {
             return Ok(());
         }
         let presented = bearer(headers).ok_or(Refusal::Unauthorized)?;
@@ -300,6 +302,13 @@ mod tests {
             access.check(&Method::GET, "/healthz", &headers(None)),
             Ok(())
         );
+        for asset in ["/", "/dashboard.js", "/dashboard.css"] {
+            assert_eq!(access.check(&Method::GET, asset, &headers(None)), Ok(()));
+            assert_eq!(
+                access.check(&Method::POST, asset, &headers(None)),
+                Err(Refusal::Unauthorized)
+            );
+        }
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! version that holds it and accepts `?wait=<duration>` to wait until every
 //! connected replica has applied that version.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -32,7 +35,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::{ApiAccess, Refusal};
-use crate::metrics::{Gauges, Metrics, RejectReason, WriteResult};
+use crate::metrics::{self, Gauges, Metrics, REPLICA_STATES, RejectReason, WriteResult};
 use crate::peers::Peers;
 use crate::registry::{Lagging, Registry, ReplicaView, WaitFailure};
 use crate::store::{Store, WriteError, Written};
@@ -167,7 +170,13 @@ impl AppState {
     {
         let result = self.store.update(change).await;
         match &result {
-            Ok(written) if written.changed => self.metrics.write(WriteResult::Applied),
+            Ok(written) if written.changed => {
+                self.metrics.write(WriteResult::Applied);
+                let store_id = self.store.current().store_id.clone();
+                for took in self.registry.stored(written.version, &store_id) {
+                    self.metrics.propagated(took);
+                }
+            }
             Ok(_) => self.metrics.write(WriteResult::Unchanged),
             Err(WriteError::Rejected(_)) => {}
             Err(WriteError::Storage(_)) => self.metrics.write(WriteResult::Failed),
@@ -235,11 +244,16 @@ impl AppState {
     }
 }
 
-/// The REST API over `state`: the documented routes (nothing else is
-/// served), then JSON errors for any other path (404) or method (405).
+/// The REST API over `state`: the documented routes and the dashboard's
+/// static files (nothing else is served), then JSON errors for any other
+/// path (404) or method (405).
 pub fn router(state: AppState) -> Router {
-    let (routes, _document) = documented_routes().split_for_parts();
+    let (routes, document) = documented_routes().split_for_parts();
+    let operations = Operations::new(&document, state.metrics.clone());
     routes
+        // Not part of the JSON API, so not in its document; merged before the
+        // fallbacks so that a wrong method on them is the API's JSON 405 too.
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -249,7 +263,72 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             count_refused_writes,
         ))
+        .layer(middleware::from_fn_with_state(operations, count_requests))
         .with_state(state)
+}
+
+/// The operation id of every documented route, by method and path template
+/// (`PUT /api/v1/clusters/{name}` → `put_cluster`): the bounded
+/// `operation` label of `switchyard_api_requests_total`.
+#[derive(Debug, Clone)]
+struct Operations {
+    ids: Arc<HashMap<(Method, String), String>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Operations {
+    fn new(document: &utoipa::openapi::OpenApi, metrics: Arc<Metrics>) -> Self {
+        let mut ids = HashMap::new();
+        for (path, item) in &document.paths.paths {
+            let operations = [
+                (Method::GET, &item.get),
+                (Method::PUT, &item.put),
+                (Method::POST, &item.post),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ];
+            for (method, operation) in operations {
+                if let Some(id) = operation.as_ref().and_then(|o| o.operation_id.clone()) {
+                    ids.insert((method, path.clone()), id);
+                }
+            }
+        }
+        Operations {
+            ids: Arc::new(ids),
+            metrics,
+        }
+    }
+
+    /// The operation a request is for: its handler's id, or why there is none.
+    fn of(&self, method: &Method, path: Option<&MatchedPath>) -> &str {
+        let Some(path) = path else {
+            return "not_found";
+        };
+        let method = if *method == Method::HEAD {
+            Method::GET
+        } else {
+            method.clone()
+        };
+        self.ids
+            .get(&(method, path.as_str().to_owned()))
+            .map_or("method_not_allowed", String::as_str)
+    }
+}
+
+/// Counts every request by operation and the status it was answered with.
+async fn count_requests(
+    State(operations): State<Operations>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let path = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    let operation = operations.of(&method, path.as_ref());
+    operations
+        .metrics
+        .api_request(operation, response.status().as_u16());
+    response
 }
 
 /// Every route the API serves, each from its handler's `#[utoipa::path]`
@@ -358,23 +437,26 @@ async fn healthz() -> Json<serde_json::Value> {
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus metrics (text format 0.0.4)", body = String, content_type = "text/plain"))
+    responses((status = 200, description = "Prometheus metrics (OpenMetrics text format 1.0.0)", body = String, content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(app): State<AppState>) -> Response {
-    let (connected, known) = app.registry.counts();
+    let current = app.store.current();
+    let views = app.registry.views(&current);
+    let mut replicas_by_state = [0; REPLICA_STATES.len()];
+    for view in &views {
+        if let Some(i) = REPLICA_STATES.iter().position(|s| *s == view.state)
+            && let Some(count) = replicas_by_state.get_mut(i)
+        {
+            *count += 1;
+        }
+    }
     let text = app.metrics.render(Gauges {
-        config_version: app.store.current().version,
-        replicas_connected: connected,
-        replicas_known: known,
+        config_version: current.version,
+        replicas_connected: views.iter().filter(|v| v.connected).count(),
+        replicas_known: views.len(),
+        replicas_by_state,
     });
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 #[utoipa::path(

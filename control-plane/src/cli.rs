@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switchyard_shared::telemetry::{self, LogFormat};
+use switchyard_shared::tls::FlagFile;
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
 use crate::access::ApiAccess;
-use crate::discovery::Coalesce;
+use crate::discovery::{Coalesce, GrpcTls};
 use crate::import::output::ImportArgs;
 use crate::store::etcd::EtcdOptions;
 use crate::{DEFAULT_SHUTDOWN_GRACE, Settings};
@@ -27,7 +28,7 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the REST API (port 0 picks a free port).
+    /// Address of the REST API and of the dashboard at `/` (port 0 picks a free port).
     #[arg(long, env = "SWITCHYARD_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub api_listen: SocketAddr,
 
@@ -112,9 +113,27 @@ pub struct Args {
     )]
     pub api_token: Option<String>,
 
-    /// Reads need the token too (`/healthz` stays open).
+    /// Reads need the token too (`/healthz` and the dashboard's own files stay open).
     #[arg(long, env = "SWITCHYARD_API_READ_AUTH")]
     pub api_read_auth: bool,
+
+    /// PEM certificate (chain) of the gRPC listener: the config stream is
+    /// then TLS (data planes connect with `--control-plane https://…`).
+    /// Needs --grpc-tls-key.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --grpc-tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that sign the replicas' certificates: mutual
+    /// TLS. Every replica must present a certificate signed by one, and its
+    /// node id is the one the certificate names (its first DNS subjectAltName,
+    /// else its common name); a replica that claims another is refused.
+    /// Needs --grpc-tls-cert.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_GRPC_CLIENT_CA")]
+    pub grpc_client_ca: Option<PathBuf>,
 
     /// Log lines as human-readable text or JSON.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -157,9 +176,10 @@ impl Args {
         Ok(Some(options))
     }
 
-    pub fn settings(&self, api_access: Arc<ApiAccess>) -> Settings {
+    pub fn settings(&self, api_access: Arc<ApiAccess>, grpc_tls: Option<GrpcTls>) -> Settings {
         Settings {
             api_access,
+            grpc_tls,
             state_file: self.state_file.clone(),
             etcd: None,
             bootstrap: self.config.clone(),
@@ -195,6 +215,13 @@ pub fn main() -> ExitCode {
         error!("--api-read-auth needs --api-token or --api-token-file");
         return ExitCode::from(2);
     }
+    let grpc_tls = match grpc_tls(&args) {
+        Ok(tls) => tls,
+        Err(message) => {
+            error!(error = %message, "Cannot use the gRPC TLS flags");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -205,7 +232,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args, access)) {
+    match runtime.block_on(serve(args, access, grpc_tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!(error = %message, "Control plane failed");
@@ -214,7 +241,34 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args, access: Arc<ApiAccess>) -> Result<(), String> {
+/// The gRPC listener's TLS from the flags, its files loaded and checked
+/// (`None`: no --grpc-tls-cert, plaintext).
+fn grpc_tls(args: &Args) -> Result<Option<GrpcTls>, String> {
+    let (cert, key) = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+        (None, None) if args.grpc_client_ca.is_some() => {
+            return Err("--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key".into());
+        }
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => return Err("--grpc-tls-cert needs --grpc-tls-key".into()),
+        (None, Some(_)) => return Err("--grpc-tls-key needs --grpc-tls-cert".into()),
+    };
+    GrpcTls::load(
+        FlagFile::new("--grpc-tls-cert", cert),
+        FlagFile::new("--grpc-tls-key", key),
+        args.grpc_client_ca
+            .as_deref()
+            .map(|ca| FlagFile::new("--grpc-client-ca", ca)),
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
+}
+
+async fn serve(
+    args: Args,
+    access: Arc<ApiAccess>,
+    grpc_tls: Option<GrpcTls>,
+) -> Result<(), String> {
     let etcd = args.etcd()?;
     let api = TcpListener::bind(args.api_listen)
         .await
@@ -222,7 +276,7 @@ async fn serve(args: Args, access: Arc<ApiAccess>) -> Result<(), String> {
     let grpc = TcpListener::bind(args.grpc_listen)
         .await
         .map_err(|e| format!("cannot listen on --grpc-listen {}: {e}", args.grpc_listen))?;
-    let mut settings = args.settings(access.clone());
+    let mut settings = args.settings(access.clone(), grpc_tls);
     settings.etcd = etcd;
     let reload = reload_tokens_on_hangup(access);
     let server = crate::run(api, grpc, settings, shutdown_signal());

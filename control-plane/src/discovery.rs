@@ -7,6 +7,10 @@
 //! **A NACKed version is never sent again to that replica** (see
 //! [`crate::registry`]). Every stream task ends when either side closes, when
 //! a newer stream of the same node replaces it, or on shutdown.
+//!
+//! With mutual TLS ([`tls`]) a replica's node id is the one its certificate
+//! names: a hello that claims another is refused (`PERMISSION_DENIED`) before
+//! the registry sees it, so no replica can take over another's entry.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +21,7 @@ use switchyard_shared::proto::v1::config_discovery_server::{
     ConfigDiscovery, ConfigDiscoveryServer,
 };
 use switchyard_shared::proto::v1::data_plane_message::Kind;
+use switchyard_shared::text::quoted;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -25,9 +30,13 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Error;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamRefusal};
 use crate::registry::{Connection, Registry};
 use crate::store::Store;
+
+mod tls;
+
+pub use tls::{Certified, GrpcTls, GrpcTlsError, HANDSHAKE_TIMEOUT, Peer};
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,21 +153,35 @@ impl Shared {
     }
 }
 
-/// Serves the config stream on `listener` until `shutdown` completes, with
-/// HTTP/2 keep-alive so a dead replica is noticed.
+/// Serves the config stream on `listener` (over `tls` if given) until
+/// `shutdown` completes, with HTTP/2 keep-alive so a dead replica is noticed.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<GrpcTls>,
     discovery: Discovery,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    tonic::transport::Server::builder()
+    let metrics = discovery.shared.metrics.clone();
+    let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .tcp_nodelay(true)
-        .add_service(ConfigDiscoveryServer::new(discovery))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(Error::Grpc)
+        .tcp_nodelay(true);
+    let router = server.add_service(ConfigDiscoveryServer::new(discovery));
+    let Some(tls) = tls else {
+        return router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .map_err(Error::Grpc);
+    };
+    let (incoming, connections) = mpsc::channel(tls::HANDED_OVER);
+    let accept = tls::accept(listener, tls, metrics, incoming);
+    let server = router.serve_with_incoming_shutdown(ReceiverStream::new(connections), shutdown);
+    tokio::pin!(server);
+    // The accept loop ends once the server drops its stream of connections.
+    tokio::select! {
+        result = &mut server => result.map_err(Error::Grpc),
+        () = accept => server.await.map_err(Error::Grpc),
+    }
 }
 
 #[tonic::async_trait]
@@ -169,7 +192,9 @@ impl ConfigDiscovery for Discovery {
         &self,
         request: Request<Streaming<v1::DataPlaneMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let peer = request.remote_addr();
+        let tls = request.extensions().get::<Peer>().cloned();
+        let peer = request.remote_addr().or(tls.as_ref().map(|p| p.addr));
+        let certified = tls.and_then(|p| p.certified);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let stream = ReplicaStream {
@@ -181,8 +206,34 @@ impl ConfigDiscovery for Discovery {
             "config_stream",
             peer.addr = %peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
         );
-        self.spawn(stream.run(peer).instrument(span));
+        self.spawn(stream.run(peer, certified).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// With mutual TLS, whether the hello's node id is the one the replica's
+/// certificate names; without, any node id goes.
+fn check_identity(
+    hello: &v1::Hello,
+    certified: Option<&Certified>,
+) -> Result<(), (StreamRefusal, Status)> {
+    match certified {
+        None => Ok(()),
+        Some(Certified::Node(name)) if *name == hello.node_id => Ok(()),
+        Some(Certified::Node(name)) => Err((
+            StreamRefusal::NodeIdMismatch,
+            Status::permission_denied(format!(
+                "the client certificate is for node id {} but the hello claims node id {}",
+                quoted(name),
+                quoted(&hello.node_id)
+            )),
+        )),
+        Some(Certified::Nameless) => Err((
+            StreamRefusal::NamelessCertificate,
+            Status::permission_denied(
+                "the client certificate names no node id (no DNS subjectAltName, no common name)",
+            ),
+        )),
     }
 }
 
@@ -202,16 +253,28 @@ enum End {
 }
 
 impl ReplicaStream {
-    async fn run(mut self, peer: Option<std::net::SocketAddr>) {
+    async fn run(mut self, peer: Option<std::net::SocketAddr>, certified: Option<Certified>) {
         let hello = match self.hello().await {
             Ok(Some(hello)) => hello,
             Ok(None) => return,
             Err(status) => {
                 debug!(error = %status.message(), "Refused a config stream");
+                self.shared.metrics.stream_refused(StreamRefusal::BadHello);
                 self.end(status).await;
                 return;
             }
         };
+        if let Err((reason, status)) = check_identity(&hello, certified.as_ref()) {
+            warn!(
+                node.claimed = %quoted(&hello.node_id),
+                reason = reason.as_str(),
+                error = %status.message(),
+                "Refused a config stream: its certificate does not allow its node id"
+            );
+            self.shared.metrics.stream_refused(reason);
+            self.end(status).await;
+            return;
+        }
         let node_id = hello.node_id.clone();
         if *self.shared.store.cut_off().borrow() {
             // It would get no new version here: let it try the next control plane.
@@ -230,6 +293,11 @@ impl ReplicaStream {
         let id = connection.id;
         let end = self.follow(&node_id, connection).await;
         self.shared.registry.disconnect(&node_id, id);
+        // The replicas left may all run what this one had not applied.
+        let store_id = self.shared.store.current().store_id.clone();
+        for took in self.shared.registry.propagated(&store_id) {
+            self.shared.metrics.propagated(took);
+        }
         match end {
             End::Closed => info!(node.id = %node_id, "Replica disconnected"),
             End::Status(status) => {
@@ -338,6 +406,9 @@ impl ReplicaStream {
                 shared.metrics.ack();
                 let current = shared.store.current();
                 shared.registry.ack(node_id, id, &ack, &current);
+                for took in shared.registry.propagated(&current.store_id) {
+                    shared.metrics.propagated(took);
+                }
             }
             Some(Kind::Nack(nack)) => {
                 warn!(

@@ -9,10 +9,11 @@
 //!   [`store::etcd`]), and the `watch` channel every config stream follows.
 //! - [`api`]: the REST API (axum), [`api::router`].
 //! - [`access`]: API tokens (`Authorization: Bearer`) the API asks for.
+//! - [`dashboard`]: the page at `/` (HTML, CSS, JS compiled in) over the API.
 //! - [`discovery`]: the gRPC config stream (tonic) to the data planes.
 //! - [`registry`]: every replica seen since start, what it runs, what it refused.
 //! - [`peers`]: with etcd, the replicas of the other control-plane nodes.
-//! - [`metrics`]: the Prometheus text of `/metrics`.
+//! - [`metrics`]: the metrics of `/metrics` (prometheus-client, OpenMetrics text).
 //! - [`import`]: `import-apache`, Apache mod_proxy configuration translated.
 //! - [`ctl`]: the `switchyard` command line over the REST API.
 //!
@@ -32,6 +33,7 @@ pub mod access;
 pub mod api;
 pub mod cli;
 pub mod ctl;
+pub mod dashboard;
 pub mod discovery;
 pub mod import;
 pub mod metrics;
@@ -65,6 +67,8 @@ pub struct Settings {
     pub coalesce: discovery::Coalesce,
     /// The API tokens the REST API asks for (none: the API is open).
     pub api_access: Arc<access::ApiAccess>,
+    /// TLS on the config stream's listener, mutual with a client CA (none: plaintext).
+    pub grpc_tls: Option<discovery::GrpcTls>,
 }
 
 impl Settings {
@@ -77,6 +81,7 @@ impl Settings {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             coalesce: discovery::Coalesce::default(),
             api_access: Arc::new(access::ApiAccess::open()),
+            grpc_tls: None,
         }
     }
 }
@@ -152,6 +157,15 @@ pub async fn run(
             .with_peers(peers.clone()),
     );
 
+    match &settings.grpc_tls {
+        Some(tls) if tls.is_mutual() => info!(
+            "Config stream over mutual TLS: each replica's node id is the one its certificate names"
+        ),
+        Some(_) => {
+            info!("Config stream over TLS (no --grpc-client-ca: replicas are not authenticated)")
+        }
+        None => {}
+    }
     info!(api.addr = %api_addr, grpc.addr = %grpc_addr, "Listening");
     let api_server = async {
         axum::serve(api, app)
@@ -159,7 +173,12 @@ pub async fn run(
             .await
             .map_err(Error::Api)
     };
-    let grpc_server = discovery::serve(grpc, discovery.clone(), stopped(stop_rx.clone()));
+    let grpc_server = discovery::serve(
+        grpc,
+        settings.grpc_tls.clone(),
+        discovery.clone(),
+        stopped(stop_rx.clone()),
+    );
     let servers = async { tokio::try_join!(api_server, grpc_server).map(|_| ()) };
     let grace = settings.shutdown_grace;
     let result = tokio::select! {

@@ -5,12 +5,16 @@
 //! **A NACKed version is never sent again to that replica**, even after it
 //! reconnects: the refusal outlives the stream, only a newer version is sent.
 //! A replica's entry outlives its stream too (it shows as `disconnected`).
+//!
+//! Member request rates come from the cumulative counts of two health reports
+//! in a row: the registry keeps each member's counts and their time from the
+//! last report, per replica.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use switchyard_shared::Snapshot;
@@ -24,7 +28,15 @@ pub struct Registry {
     /// Bumped on every change that may end a wait.
     changes: watch::Sender<u64>,
     next_connection: AtomicU64,
+    /// Versions stored while replicas were connected and not yet run by all
+    /// of them, oldest first, with when each was stored (for
+    /// `switchyard_propagation_seconds`).
+    propagating: Mutex<VecDeque<(u64, Instant)>>,
 }
+
+/// Versions followed at once for the propagation time; the oldest are
+/// dropped beyond (a replica that refuses every version would keep them all).
+const PROPAGATING_MAX: usize = 64;
 
 #[derive(Debug, Default)]
 struct Replica {
@@ -43,9 +55,25 @@ struct Replica {
     nacked_version: Option<u64>,
     last_error: Option<String>,
     members: Vec<MemberHealthView>,
+    /// Each member's counts at the last health report, by (cluster, member id).
+    counted: HashMap<(String, String), Counted>,
     /// Tells the current stream that a newer one of the same node replaced it.
     superseded: Option<oneshot::Sender<()>>,
+    /// When its current (or last) stream last brought a message, or closed.
+    last_seen: Option<SystemTime>,
 }
+
+/// A member's cumulative counts in one health report, and when it came.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    requests: u64,
+    errors: u64,
+    at: Instant,
+}
+
+/// A replica reports its counts when they change (every ~2 s while there is
+/// traffic); with no report for this long, its members got no requests.
+pub const RATES_STALE_AFTER: Duration = Duration::from_secs(10);
 
 /// A replica's stream in the registry.
 #[derive(Debug)]
@@ -72,7 +100,7 @@ pub enum ReplicaState {
 }
 
 /// One member's health as one replica sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MemberHealthView {
     pub cluster: String,
     pub member_id: String,
@@ -87,6 +115,13 @@ pub struct MemberHealthView {
     pub ejections: u32,
     /// Why the member was last ejected.
     pub ejection_reason: Option<String>,
+    /// Responses per second this replica got from the member over its last
+    /// report interval; `null` before two reports (or after the replica's
+    /// counters started over), 0 when no report came for 10 s.
+    pub requests_per_second: Option<f64>,
+    /// Errors (failed attempts and 5xx answers) per response over the same
+    /// interval, 0..1 (1 when every attempt failed); `null` with no attempts.
+    pub error_rate: Option<f64>,
 }
 
 impl From<&v1::MemberHealth> for MemberHealthView {
@@ -104,12 +139,14 @@ impl From<&v1::MemberHealth> for MemberHealthView {
             ejected_until,
             ejections: m.ejections,
             ejection_reason: (!m.ejection_reason.is_empty()).then(|| m.ejection_reason.clone()),
+            requests_per_second: None,
+            error_rate: None,
         }
     }
 }
 
 /// A replica as `GET /api/v1/dataplanes` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ReplicaView {
     pub node_id: String,
     pub state: ReplicaState,
@@ -122,6 +159,9 @@ pub struct ReplicaView {
     pub connected: bool,
     pub peer: Option<String>,
     pub members: Vec<MemberHealthView>,
+    /// When it last sent a message on its stream (hello, ACK, NACK, health
+    /// report), or when the stream closed (RFC 3339, UTC, milliseconds).
+    pub last_seen: Option<String>,
 }
 
 /// A connected replica that has not applied the awaited version.
@@ -162,6 +202,7 @@ impl Registry {
             replicas: Mutex::new(BTreeMap::new()),
             changes: watch::Sender::new(0),
             next_connection: AtomicU64::new(1),
+            propagating: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -201,6 +242,7 @@ impl Registry {
         replica.in_flight = false;
         replica.members.clear();
         replica.superseded = Some(superseded_tx);
+        replica.last_seen = Some(SystemTime::now());
         // Same store and same hash: it runs the current config, whatever version it calls it.
         if replica.store_id == current.store_id && replica.hash == current.hash {
             replica.version = replica.version.max(current.version);
@@ -294,10 +336,35 @@ impl Registry {
         });
     }
 
-    /// Records the member health the replica reports.
+    /// Records the member health the replica reports, and each member's
+    /// rates since its previous report.
     pub fn health(&self, node_id: &str, connection: u64, report: &v1::HealthReport) {
+        self.health_at(node_id, connection, report, Instant::now());
+    }
+
+    fn health_at(&self, node_id: &str, connection: u64, report: &v1::HealthReport, at: Instant) {
         self.update(node_id, connection, |replica| {
-            replica.members = report.members.iter().map(MemberHealthView::from).collect();
+            let mut counted = HashMap::with_capacity(report.members.len());
+            replica.members = report
+                .members
+                .iter()
+                .map(|m| {
+                    let mut view = MemberHealthView::from(m);
+                    let key = (m.cluster.clone(), m.member_id.clone());
+                    let now = Counted {
+                        requests: m.requests,
+                        errors: m.errors,
+                        at,
+                    };
+                    if let Some(before) = replica.counted.get(&key) {
+                        (view.requests_per_second, view.error_rate) = rates(before, &now);
+                    }
+                    counted.insert(key, now);
+                    view
+                })
+                .collect();
+            // Members no longer reported are forgotten.
+            replica.counted = counted;
         });
     }
 
@@ -314,7 +381,11 @@ impl Registry {
     fn update(&self, node_id: &str, connection: u64, change: impl FnOnce(&mut Replica)) {
         let mut replicas = self.lock();
         match replicas.get_mut(node_id) {
-            Some(replica) if replica.connection == connection => change(replica),
+            Some(replica) if replica.connection == connection => {
+                change(replica);
+                // Every update is a message from the stream, or its end.
+                replica.last_seen = Some(SystemTime::now());
+            }
             _ => return,
         }
         drop(replicas);
@@ -323,6 +394,10 @@ impl Registry {
 
     /// Every replica seen since start, by node id, against `current`.
     pub fn views(&self, current: &Snapshot) -> Vec<ReplicaView> {
+        self.views_at(current, Instant::now())
+    }
+
+    fn views_at(&self, current: &Snapshot, now: Instant) -> Vec<ReplicaView> {
         self.lock()
             .iter()
             .map(|(node_id, r)| ReplicaView {
@@ -334,7 +409,10 @@ impl Registry {
                 nacked_version: r.nacked_version,
                 connected: r.connected,
                 peer: r.peer.map(|p| p.to_string()),
-                members: r.members.clone(),
+                members: r.member_views(now),
+                last_seen: r
+                    .last_seen
+                    .map(|at| humantime::format_rfc3339_millis(at).to_string()),
             })
             .collect()
     }
@@ -350,6 +428,57 @@ impl Registry {
         let replicas = self.lock();
         let connected = replicas.values().filter(|r| r.connected).count();
         (connected, replicas.len())
+    }
+
+    /// Records that `version` of store `store_id` was just stored; returns
+    /// how long the versions that every connected replica now runs took to
+    /// get there (none yet, normally). With no replica connected there is
+    /// nothing to measure.
+    pub fn stored(&self, version: u64, store_id: &str) -> Vec<Duration> {
+        if self.counts().0 == 0 {
+            return Vec::new();
+        }
+        {
+            let mut propagating = self.lock_propagating();
+            propagating.push_back((version, Instant::now()));
+            while propagating.len() > PROPAGATING_MAX {
+                propagating.pop_front();
+            }
+        }
+        self.propagated(store_id)
+    }
+
+    /// The versions (of store `store_id`) that every connected replica now
+    /// runs, or a newer one, each with how long it took since it was stored;
+    /// they are measured once. Called after an ACK and after a disconnect.
+    pub fn propagated(&self, store_id: &str) -> Vec<Duration> {
+        let floor = self
+            .lock()
+            .values()
+            .filter(|r| r.connected)
+            .map(|r| if r.store_id == store_id { r.version } else { 0 })
+            .min();
+        let mut propagating = self.lock_propagating();
+        let Some(floor) = floor else {
+            // Nobody left to run them.
+            propagating.clear();
+            return Vec::new();
+        };
+        let mut took = Vec::new();
+        while let Some(&(version, at)) = propagating.front() {
+            if version > floor {
+                break;
+            }
+            took.push(at.elapsed());
+            propagating.pop_front();
+        }
+        took
+    }
+
+    fn lock_propagating(&self) -> MutexGuard<'_, VecDeque<(u64, Instant)>> {
+        self.propagating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits until every connected replica has applied `version` of store
@@ -421,7 +550,48 @@ impl Registry {
     }
 }
 
+/// Requests per second and error rate between two reports of a member's
+/// cumulative counts; nothing when a counter went down (the replica
+/// restarted: the next report starts over from these counts).
+fn rates(before: &Counted, after: &Counted) -> (Option<f64>, Option<f64>) {
+    let seconds = after.at.saturating_duration_since(before.at).as_secs_f64();
+    if seconds <= 0.0 || after.requests < before.requests || after.errors < before.errors {
+        return (None, None);
+    }
+    let requests = after.requests - before.requests;
+    let errors = after.errors - before.errors;
+    // A failed connect is an error without a response: errors may outnumber responses.
+    let error_rate = match (requests, errors) {
+        (0, 0) => None,
+        (0, _) => Some(1.0),
+        (requests, errors) => Some((errors as f64 / requests as f64).min(1.0)),
+    };
+    (Some(requests as f64 / seconds), error_rate)
+}
+
 impl Replica {
+    /// The members as last reported; the rates are 0 once no report came for
+    /// [`RATES_STALE_AFTER`], and unknown while the replica is disconnected.
+    fn member_views(&self, now: Instant) -> Vec<MemberHealthView> {
+        let mut members = self.members.clone();
+        for member in &mut members {
+            if !self.connected {
+                member.requests_per_second = None;
+                member.error_rate = None;
+                continue;
+            }
+            let stale = self
+                .counted
+                .get(&(member.cluster.clone(), member.member_id.clone()))
+                .is_some_and(|c| now.saturating_duration_since(c.at) > RATES_STALE_AFTER);
+            if stale && member.requests_per_second.is_some() {
+                member.requests_per_second = Some(0.0);
+                member.error_rate = None;
+            }
+        }
+        members
+    }
+
     /// The replica answered `version`: what was sent is no longer in flight
     /// once the answer covers it.
     fn answered(&mut self, version: u64) {

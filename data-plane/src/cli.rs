@@ -10,14 +10,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use switchyard_shared::telemetry::{self, LogFormat};
+use switchyard_shared::tls::{FlagFile, TlsFileError};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tracing::{error, info};
+use tonic::transport::ClientTlsConfig;
+use tracing::{error, info, warn};
 
 use crate::admin::Endpoint;
 use crate::config::cache;
-use crate::listener::ClientLimits;
 use crate::listener::tls::{CertError, CertPair, Certificates};
+use crate::listener::{ClientLimits, access_log};
 use crate::upstream::tls;
 use crate::{Settings, TlsListeners};
 
@@ -36,6 +38,18 @@ pub struct Args {
     /// Address the proxy listens on (HTTP/1.1 and h2c).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+    /// PEM file of the CA(s) that sign the control plane's certificate, for
+    /// `--control-plane https://…` (default: the public webpki roots).
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_CONTROL_PLANE_CA")]
+    pub control_plane_ca: Option<PathBuf>,
+    /// PEM certificate (chain) this replica presents to an `https://` control
+    /// plane (mutual TLS). Without --node-id, the node id is the one it names:
+    /// its first DNS subjectAltName, else its common name. Needs --control-plane-key.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_CONTROL_PLANE_CERT")]
+    pub control_plane_cert: Option<PathBuf>,
+    /// PEM private key of --control-plane-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_CONTROL_PLANE_KEY")]
+    pub control_plane_key: Option<PathBuf>,
     /// Address of the TLS listener: HTTP/1.1 and h2 over TLS 1.2 or 1.3, by
     /// ALPN (nginx `listen 443 ssl`). Needs --tls-cert and --tls-key.
     #[arg(long, env = "SWITCHYARD_TLS_LISTEN")]
@@ -58,7 +72,8 @@ pub struct Args {
         default_value = "127.0.0.1:9901"
     )]
     pub admin_listen: SocketAddr,
-    /// This replica's name as the control plane shows it (default: the host name).
+    /// This replica's name as the control plane shows it (default: the name
+    /// --control-plane-cert names, else the host name).
     #[arg(long, env = "SWITCHYARD_NODE_ID")]
     pub node_id: Option<String>,
     /// Where to keep the last good snapshot, loaded at start (without
@@ -133,6 +148,15 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Writes one line per request, when its response ends, to this file
+    /// (appended to; `-`: stdout): a readable line, or JSON with
+    /// `--log-format json`. Off by default.
+    #[arg(long, env = "SWITCHYARD_ACCESS_LOG", value_name = "PATH")]
+    pub access_log: Option<String>,
+    /// The access log's format when it differs from --log-format's
+    /// (`text` goes with `human`, `json` with `json`).
+    #[arg(long, env = "SWITCHYARD_ACCESS_LOG_FORMAT", value_enum)]
+    pub access_log_format: Option<access_log::Format>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -175,7 +199,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             error!(error = format!("{e:#}"), "Data plane failed");
             // A TLS flag or file that cannot be used is a usage error (2).
-            if e.chain().any(|c| c.is::<CertError>() || c.is::<TlsFlags>()) {
+            if e.chain()
+                .any(|c| c.is::<CertError>() || c.is::<TlsFlags>() || c.is::<TlsFileError>())
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -217,6 +243,90 @@ fn tls_certificates(args: &Args) -> anyhow::Result<Option<Arc<Certificates>>> {
         .collect();
     let certificates = Certificates::load(pairs).context("--tls-cert/--tls-key")?;
     Ok(Some(certificates))
+}
+
+/// The config stream's TLS of the flags, its files loaded and checked, and
+/// the node id the replica's certificate names (`None`, `None`: plaintext).
+fn control_plane_tls(args: &Args) -> anyhow::Result<(Option<ClientTlsConfig>, Option<String>)> {
+    let flags = args.control_plane_ca.is_some()
+        || args.control_plane_cert.is_some()
+        || args.control_plane_key.is_some();
+    let https = args
+        .control_planes
+        .iter()
+        .filter(|url| url.starts_with("https://"))
+        .count();
+    if https == 0 {
+        if flags && !args.control_planes.is_empty() {
+            return Err(TlsFlags(
+                "--control-plane-ca, --control-plane-cert and --control-plane-key are for \
+                 --control-plane https://… (the control plane's --grpc-tls-cert)",
+            )
+            .into());
+        }
+        return Ok((None, None));
+    }
+    if https != args.control_planes.len() {
+        return Err(
+            TlsFlags("--control-plane: give every control plane as https://… or none").into(),
+        );
+    }
+    let mut config = ClientTlsConfig::new();
+    config = match &args.control_plane_ca {
+        Some(path) => {
+            let (_, pem) =
+                switchyard_shared::tls::load_cas(FlagFile::new("--control-plane-ca", path))?;
+            config.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        }
+        None => config.trust_anchors(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    };
+    let name = match (&args.control_plane_cert, &args.control_plane_key) {
+        (Some(cert), Some(key)) => {
+            let identity = switchyard_shared::tls::load_identity(
+                FlagFile::new("--control-plane-cert", cert),
+                FlagFile::new("--control-plane-key", key),
+            )?;
+            config = config.identity(tonic::transport::Identity::from_pem(
+                identity.cert_pem,
+                identity.key_pem,
+            ));
+            match identity.name {
+                Some(name) => Some(name),
+                None if args.node_id.is_none() => {
+                    return Err(TlsFlags(
+                        "--control-plane-cert names no node id (no DNS subjectAltName, no common name): give --node-id",
+                    )
+                    .into());
+                }
+                None => None,
+            }
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                TlsFlags("--control-plane-cert and --control-plane-key go together").into(),
+            );
+        }
+    };
+    Ok((Some(config), name))
+}
+
+/// This replica's node id: `--node-id`, else the name of its certificate,
+/// else the host name.
+fn node_id(args: &Args, certified: Option<String>) -> String {
+    match (&args.node_id, certified) {
+        (Some(id), Some(name)) if *id != name => {
+            warn!(
+                node.id = %id,
+                certificate.name = %name,
+                "--node-id is not the name --control-plane-cert gives: a control plane with mutual TLS will refuse this replica"
+            );
+            id.clone()
+        }
+        (Some(id), _) => id.clone(),
+        (None, Some(name)) => name,
+        (None, None) => host_name(),
+    }
 }
 
 /// The client-side limits of the flags, checked.
@@ -271,6 +381,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let client = client_limits(&args)?;
     let upstream_tls = upstream_tls(args.upstream_ca.as_deref())?;
     let certificates = tls_certificates(&args)?;
+    let (control_plane_tls, certified) = control_plane_tls(&args)?;
     if args.control_planes.is_empty() {
         check_cache_alone(args.cache_file.as_deref())?;
     }
@@ -314,7 +425,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("--control-plane {url:?}: expected a URL such as http://127.0.0.1:18000");
         }
     }
-    let node_id = args.node_id.clone().unwrap_or_else(host_name);
+    let node_id = node_id(&args, certified);
     info!(listen.addr = %listen_addr, admin.addr = %admin.local_addr()?, node.id = %node_id, workers, "Listening");
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(reload_on_sighup(reload, tls.is_some()));
@@ -332,6 +443,14 @@ async fn start(args: Args) -> anyhow::Result<()> {
         client_body_timeout: args.client_body_timeout,
         upstream_tls,
         max_members: args.max_members,
+        control_plane_tls,
+        access_log: args.access_log.as_deref().map(|path| {
+            let format = args.access_log_format.unwrap_or(match args.log_format {
+                LogFormat::Human => access_log::Format::Text,
+                LogFormat::Json => access_log::Format::Json,
+            });
+            (access_log::Target::parse(path), format)
+        }),
     };
     crate::run(listeners, tls, admin, settings, shutdown).await?;
     Ok(())

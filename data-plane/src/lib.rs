@@ -40,6 +40,8 @@ use crate::proxy::Proxy;
 pub enum Error {
     #[error("worker {0}: {1}")]
     Worker(usize, std::io::Error),
+    #[error("--access-log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// What a replica needs besides its listeners.
@@ -59,6 +61,11 @@ pub struct Settings {
     pub upstream_tls: Arc<rustls::ClientConfig>,
     /// Snapshots with more members than this are refused (`None`: no limit).
     pub max_members: Option<usize>,
+    /// TLS of the config stream to `https://` control planes (CA, and this
+    /// replica's certificate for mutual TLS); `None` when they are `http://`.
+    pub control_plane_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// `--access-log`: where and how; `None`: off.
+    pub access_log: Option<(listener::access_log::Target, listener::access_log::Format)>,
 }
 
 /// The TLS listener (`--tls-listen`): one listener per worker (bound like
@@ -97,9 +104,16 @@ pub async fn run(
     if let Some(path) = &settings.cache_file {
         load_cache(&state, path.clone()).await;
     }
+    let access_log = match &settings.access_log {
+        Some((target, format)) => Some(
+            listener::access_log::AccessLog::start(target, *format).map_err(Error::AccessLog)?,
+        ),
+        None => None,
+    };
     let mut proxy = Proxy::new(state.table(), &settings.node_id)
         .with_max_uri(settings.max_uri)
-        .with_body_timeout(settings.client_body_timeout);
+        .with_body_timeout(settings.client_body_timeout)
+        .with_access_log(access_log.is_some());
     let mut tls_listeners = Vec::new();
     let mut watcher = None;
     if let Some(tls) = tls {
@@ -129,6 +143,7 @@ pub async fn run(
     let discovery = tokio::spawn(discovery::run(
         state.clone(),
         settings.control_planes.clone(),
+        settings.control_plane_tls.clone(),
         shutdown.clone(),
     ));
     let admin = tokio::spawn(admin::serve(admin, state.clone(), shutdown.clone()));
@@ -158,6 +173,10 @@ pub async fn run(
     admin.abort();
     if let Some(watcher) = watcher {
         watcher.abort();
+    }
+    // After the drain: the last requests' lines are written too.
+    if let Some(access_log) = access_log {
+        drop(tokio::task::spawn_blocking(move || access_log.stop()).await);
     }
     joined.unwrap_or(Ok(()))
 }

@@ -7,6 +7,7 @@ pub mod proto;
 pub mod snapshot;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
 pub mod validate;
 
 pub use model::{

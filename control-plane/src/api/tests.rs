@@ -991,3 +991,32 @@ async fn every_refused_write_is_counted_with_its_reason() {
         2
     );
 }
+
+#[tokio::test]
+async fn api_requests_are_counted_by_operation_and_status_never_by_path() {
+    let app = TestApp::new();
+    app.call("PUT", "/api/v1/clusters/secret-name-1", Some(json!({})))
+        .await;
+    app.call("PUT", "/api/v1/clusters/secret-name-2", Some(json!({})))
+        .await;
+    app.call("GET", "/api/v1/clusters/missing-name", None).await;
+    app.call("GET", "/api/v1/no-such-thing", None).await;
+    app.call("POST", "/api/v1/clusters/x", Some(json!({})))
+        .await;
+    let series = |operation: &str, status: u16| {
+        format!("switchyard_api_requests_total{{operation=\"{operation}\",status=\"{status}\"}}")
+    };
+    assert_eq!(app.sample(&series("put_cluster", 200)).await, 2);
+    assert_eq!(app.sample(&series("get_cluster", 404)).await, 1);
+    assert_eq!(app.sample(&series("not_found", 404)).await, 1);
+    assert_eq!(app.sample(&series("method_not_allowed", 405)).await, 1);
+    let (_, body) = app.call("GET", "/metrics", None).await;
+    let text = body.as_str().unwrap();
+    assert!(!text.contains("secret-name"), "{text}");
+    assert!(!text.contains("no-such-thing"), "{text}");
+    assert!(
+        text.contains("switchyard_replicas{state=\"synced\"} 0"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}

@@ -126,7 +126,8 @@ pub fn dataplanes(list: &Value) -> String {
 }
 
 /// `switchyard status`: each replica against the control plane's version,
-/// with why it refused (nacked) a version.
+/// when it was last heard from (its stream's last message, or its end), and
+/// why it refused (nacked) a version.
 pub fn status(config: &Value, list: &Value) -> String {
     let version = cell(config, "version");
     let rows: Vec<Vec<String>> = items(list)
@@ -146,6 +147,7 @@ pub fn status(config: &Value, list: &Value) -> String {
                 state,
                 cell(d, "version"),
                 version.clone(),
+                cell(d, "last_seen"),
                 reason,
             ]
         })
@@ -158,7 +160,7 @@ pub fn status(config: &Value, list: &Value) -> String {
         out.push_str("no replica has connected\n");
     } else {
         out.push_str(&render(
-            &["NODE", "STATE", "RUNS", "CURRENT", "REASON"],
+            &["NODE", "STATE", "RUNS", "CURRENT", "LAST SEEN", "REASON"],
             &rows,
         ));
     }
@@ -204,12 +206,26 @@ mod tests {
     fn status_shows_the_nack_reason() {
         let config = json!({"version": 7, "store_id": "s1"});
         let list = json!([
-            {"node_id": "dp-1", "state": "synced", "version": 7},
+            {"node_id": "dp-1", "state": "synced", "version": 7, "last_seen": "2026-12-06T23:10:24.123Z"},
             {"node_id": "dp-2", "state": "nacked", "version": 6, "nacked_version": 7, "last_error": "bad route"},
         ]);
         let out = status(&config, &list);
         assert!(out.starts_with("control plane at version 7 (store s1)\n"));
         assert!(out.contains("v7: bad route"), "{out}");
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[1],
+            ["NODE", "STATE", "RUNS", "CURRENT", "LAST", "SEEN", "REASON"]
+        );
+        assert_eq!(
+            lines[2],
+            ["dp-1", "synced", "7", "7", "2026-12-06T23:10:24.123Z", "-"]
+        );
+        // Without a last_seen (an older control plane): a dash, the reason last.
+        assert_eq!(lines[3][..5], ["dp-2", "nacked", "6", "7", "-"]);
         assert!(status(&config, &json!([])).contains("no replica has connected"));
     }
 }

@@ -41,7 +41,7 @@ impl Harness {
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, discovery, crate::stopped(stop_rx)));
+        let server = tokio::spawn(serve(listener, None, discovery, crate::stopped(stop_rx)));
         Harness {
             router: router(AppState::new(store.clone(), registry, metrics)),
             store,
@@ -370,4 +370,32 @@ async fn streams_end_on_shutdown() {
         .expect("the server stops")
         .unwrap()
         .unwrap();
+}
+
+#[test]
+fn with_mutual_tls_the_hello_must_claim_the_certificates_node_id() {
+    let hello = |node_id: &str| v1::Hello {
+        node_id: node_id.to_owned(),
+        ..Default::default()
+    };
+    assert!(
+        check_identity(&hello("dp-1"), None).is_ok(),
+        "plaintext or TLS without a client CA"
+    );
+    let certified = Certified::Node("dp-1".into());
+    assert!(check_identity(&hello("dp-1"), Some(&certified)).is_ok());
+    let Err((reason, status)) = check_identity(&hello("dp-2"), Some(&certified)) else {
+        panic!("another node id was let in");
+    };
+    assert_eq!(reason, StreamRefusal::NodeIdMismatch);
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        "the client certificate is for node id \"dp-1\" but the hello claims node id \"dp-2\""
+    );
+    let Err((reason, status)) = check_identity(&hello("dp-1"), Some(&Certified::Nameless)) else {
+        panic!("a nameless certificate was let in");
+    };
+    assert_eq!(reason, StreamRefusal::NamelessCertificate);
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
 }

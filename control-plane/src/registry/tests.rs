@@ -183,3 +183,203 @@ async fn waits_end_on_ack_nack_or_timeout() {
     };
     assert_eq!(lagging[0].error.as_deref(), Some("bad"));
 }
+
+#[test]
+fn last_seen_follows_the_streams_messages_and_its_end() {
+    let seen = |registry: &Registry, current: &Snapshot| {
+        let text = registry.views(current)[0]
+            .last_seen
+            .clone()
+            .expect("a replica that said hello has been seen");
+        assert!(text.ends_with('Z'), "{text} is not UTC");
+        humantime::parse_rfc3339(&text).unwrap()
+    };
+    // The text has milliseconds: compare against a start rounded down to them.
+    let start = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        );
+    let registry = Registry::new();
+    let current = snapshot(2, "a");
+    let conn = registry.connect(&hello("dp-1", None), None, &current);
+    let hello_at = seen(&registry, &current);
+    assert!(hello_at >= start, "{hello_at:?} before {start:?}");
+    assert!(hello_at <= SystemTime::now());
+    registry.health("dp-1", conn.id, &v1::HealthReport::default());
+    let report_at = seen(&registry, &current);
+    assert!(report_at >= hello_at);
+    registry.disconnect("dp-1", conn.id);
+    let closed_at = seen(&registry, &current);
+    assert!(closed_at >= report_at);
+    assert_eq!(
+        registry.views(&current)[0].state,
+        ReplicaState::Disconnected
+    );
+}
+
+fn report(members: &[(&str, u64, u64)]) -> v1::HealthReport {
+    v1::HealthReport {
+        members: members
+            .iter()
+            .map(|(id, requests, errors)| v1::MemberHealth {
+                cluster: "web".into(),
+                member_id: (*id).to_owned(),
+                healthy: true,
+                requests: *requests,
+                errors: *errors,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// `(requests_per_second, error_rate)` of each member, by id, as the view shows them.
+fn rates_at(
+    registry: &Registry,
+    current: &Snapshot,
+    now: Instant,
+) -> Vec<(String, Option<f64>, Option<f64>)> {
+    registry.views_at(current, now)[0]
+        .members
+        .iter()
+        .map(|m| (m.member_id.clone(), m.requests_per_second, m.error_rate))
+        .collect()
+}
+
+#[test]
+fn member_rates_come_from_two_reports_and_start_over_when_counts_go_down() {
+    let registry = Registry::new();
+    let current = snapshot(1, "web");
+    let conn = registry.connect(&hello("dp-1", None), None, &current);
+    let t0 = Instant::now();
+    let secs = |n: u64| t0 + Duration::from_secs(n);
+
+    // One report: no interval yet.
+    registry.health_at("dp-1", conn.id, &report(&[("a", 100, 0), ("b", 10, 0)]), t0);
+    assert_eq!(
+        rates_at(&registry, &current, t0),
+        vec![("a".into(), None, None), ("b".into(), None, None)]
+    );
+
+    // Two seconds later: a got 50 more (5 of them errors), b none; c is new.
+    registry.health_at(
+        "dp-1",
+        conn.id,
+        &report(&[("a", 150, 5), ("b", 10, 0), ("c", 7, 7)]),
+        secs(2),
+    );
+    assert_eq!(
+        rates_at(&registry, &current, secs(2)),
+        vec![
+            ("a".into(), Some(25.0), Some(0.1)),
+            ("b".into(), Some(0.0), None),
+            ("c".into(), None, None),
+        ]
+    );
+
+    // The replica restarted: a's counts went down, it starts over; c's member
+    // failed every attempt without an answer (errors without requests).
+    registry.health_at(
+        "dp-1",
+        conn.id,
+        &report(&[("a", 3, 0), ("c", 7, 11)]),
+        secs(4),
+    );
+    assert_eq!(
+        rates_at(&registry, &current, secs(4)),
+        vec![("a".into(), None, None), ("c".into(), Some(0.0), Some(1.0))]
+    );
+    registry.health_at(
+        "dp-1",
+        conn.id,
+        &report(&[("a", 13, 20), ("c", 7, 11)]),
+        secs(6),
+    );
+    assert_eq!(
+        rates_at(&registry, &current, secs(6))[0],
+        ("a".into(), Some(5.0), Some(1.0)),
+        "more errors than answers is still at most 1"
+    );
+
+    // No report for a while: the replica saw no requests.
+    let later = rates_at(
+        &registry,
+        &current,
+        secs(6) + RATES_STALE_AFTER + Duration::from_secs(1),
+    );
+    assert_eq!(later[0], ("a".into(), Some(0.0), None));
+
+    // A disconnected replica shows its members' last health, without rates.
+    registry.disconnect("dp-1", conn.id);
+    assert_eq!(
+        rates_at(&registry, &current, secs(8)),
+        vec![("a".into(), None, None), ("c".into(), None, None)]
+    );
+}
+
+#[test]
+fn member_rates_are_in_the_json_as_null_or_numbers() {
+    let registry = Registry::new();
+    let current = snapshot(1, "web");
+    let conn = registry.connect(&hello("dp-1", None), None, &current);
+    let t0 = Instant::now();
+    registry.health_at("dp-1", conn.id, &report(&[("a", 0, 0)]), t0);
+    let json = serde_json::to_value(registry.views_at(&current, t0)).unwrap();
+    let member = &json[0]["members"][0];
+    assert!(member["requests_per_second"].is_null(), "{member}");
+    assert!(member["error_rate"].is_null(), "{member}");
+    registry.health_at(
+        "dp-1",
+        conn.id,
+        &report(&[("a", 4, 1)]),
+        t0 + Duration::from_secs(2),
+    );
+    let json =
+        serde_json::to_value(registry.views_at(&current, t0 + Duration::from_secs(2))).unwrap();
+    let member = &json[0]["members"][0];
+    assert_eq!(member["requests_per_second"], 2.0);
+    assert_eq!(member["error_rate"], 0.25);
+}
+
+#[test]
+fn a_version_is_propagated_once_every_connected_replica_runs_it() {
+    let registry = Registry::new();
+    assert!(
+        registry.stored(1, "store-1").is_empty(),
+        "no replica: nothing to measure"
+    );
+    let v2 = snapshot(2, "a");
+    let one = registry.connect(&hello("dp-1", None), None, &v2);
+    let two = registry.connect(&hello("dp-2", None), None, &v2);
+    assert!(registry.stored(2, "store-1").is_empty());
+    let ack = |version| v1::Ack {
+        version,
+        hash: String::new(),
+    };
+    registry.ack("dp-1", one.id, &ack(2), &v2);
+    assert!(
+        registry.propagated("store-1").is_empty(),
+        "dp-2 runs nothing yet"
+    );
+    // Version 3 comes before dp-2 answered; dp-2 then runs 3, which has 2 in it.
+    let v3 = snapshot(3, "b");
+    assert!(registry.stored(3, "store-1").is_empty());
+    registry.ack("dp-2", two.id, &ack(3), &v3);
+    assert_eq!(
+        registry.propagated("store-1").len(),
+        1,
+        "version 2; dp-1 still at 2"
+    );
+    registry.ack("dp-1", one.id, &ack(3), &v3);
+    assert_eq!(registry.propagated("store-1").len(), 1, "version 3");
+    assert!(registry.propagated("store-1").is_empty(), "measured once");
+
+    // A replica that goes away stops holding a version back.
+    assert!(registry.stored(4, "store-1").is_empty());
+    registry.ack("dp-1", one.id, &ack(4), &snapshot(4, "c"));
+    registry.disconnect("dp-2", two.id);
+    assert_eq!(registry.propagated("store-1").len(), 1);
+}

@@ -1,12 +1,21 @@
 //! A replica's counters and their Prometheus text exposition (admin `GET /metrics`).
 //!
 //! Request counters live per thread — each worker writes only its own, so the
-//! request path never contends on a shared cache line — and are summed when scraped.
+//! request path never contends on a shared cache line — and are summed when
+//! scraped, by a `prometheus-client` collector (`encode`); per route and
+//! per member they are indexed by slot ([`slots`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod encode;
+pub mod slots;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::StatusCode;
+use prometheus_client::collector::Collector;
+
+use self::slots::{Block, MemberCounters, RouteCounters};
 
 use crate::config::apply::State;
 use crate::proxy::ProxyError;
@@ -16,7 +25,7 @@ use crate::upstream::body::ClientBodyError;
 
 /// What one thread counted.
 #[derive(Debug, Default)]
-struct ThreadStats {
+pub(crate) struct ThreadStats {
     /// Responses by status class: 1xx … 5xx.
     responses: [AtomicU64; 5],
     /// Requests the proxy answered itself, by [`ProxyError`] kind (see [`ERROR_KINDS`]).
@@ -37,6 +46,12 @@ struct ThreadStats {
     /// Client connections and requests cut off by a client-side clock or
     /// limit, by [`ClientLimit`].
     client: [AtomicU64; ClientLimit::ALL.len()],
+    /// Per route, by the route's slot.
+    routes: Block<RouteCounters>,
+    /// Per member, by the member's slot.
+    members: Block<MemberCounters>,
+    /// Connections to members opened and closed ([`MemberConn`]).
+    member_conns: [slots::Counter; 2],
 }
 
 /// Which way a tunnel carried bytes.
@@ -253,173 +268,175 @@ pub fn ejection() {
     EJECTIONS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The Prometheus text exposition of everything counted, and of `state`.
-pub fn render(state: &State) -> String {
-    let mut responses = [0u64; 5];
-    let mut errors = [0u64; 8];
-    let mut client = [0u64; ClientLimit::ALL.len()];
-    let mut retries = [0u64; 4];
-    let mut connect_failures = [0u64; 5];
-    let mut idle_timeouts = 0;
-    let mut compressed = [0u64; 3];
-    let (mut opened, mut closed, mut bytes) = (0u64, 0u64, [0u64; 2]);
+/// Calls `f` with every thread's counters.
+pub(crate) fn for_each_thread(mut f: impl FnMut(&ThreadStats)) {
     if let Ok(threads) = THREADS.lock() {
         for stats in threads.iter() {
-            add(&mut responses, &stats.responses);
-            add(&mut errors, &stats.errors);
-            add(&mut retries, &stats.retries);
-            add(&mut connect_failures, &stats.connect_failures);
-            idle_timeouts += stats.idle_timeouts.load(Ordering::Relaxed);
-            add(&mut compressed, &stats.compressed);
-            opened += stats.tunnels_opened.load(Ordering::Relaxed);
-            closed += stats.tunnels_closed.load(Ordering::Relaxed);
-            add(&mut bytes, &stats.tunnel_bytes);
-            add(&mut client, &stats.client);
+            f(stats);
         }
     }
-    let mut out = String::with_capacity(2048);
-    out.push_str("# HELP switchyard_responses_total Responses sent to clients, by status class.\n");
-    out.push_str("# TYPE switchyard_responses_total counter\n");
-    for (i, count) in responses.iter().enumerate() {
-        out.push_str(&format!(
-            "switchyard_responses_total{{class=\"{}xx\"}} {count}\n",
-            i + 1
-        ));
+}
+
+/// Counts a response to a request that matched a route (`route`: its
+/// slot), and how long it took, from its head read to its body sent.
+#[inline]
+pub fn route_response(route: u32, status: StatusCode, elapsed: Duration) {
+    let class = status_class(status);
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let bucket = slots::DURATION_BUCKETS_US
+        .iter()
+        .position(|&bound| micros <= bound)
+        .unwrap_or(slots::DURATION_BUCKETS_US.len());
+    STATS.with(|stats| {
+        if let Some(counters) = stats.routes.get(route) {
+            counters.responses[class].add(1);
+            counters.duration[bucket].add(1);
+            counters.duration_sum_us.add(micros);
+        }
+    });
+}
+
+/// Counts a member's answer (`member`: its slot).
+#[inline]
+pub fn member_response(member: u32, status: StatusCode) {
+    let class = status_class(status);
+    STATS.with(|stats| {
+        if let Some(counters) = stats.members.get(member) {
+            counters.responses[class].add(1);
+        }
+    });
+}
+
+/// Why an attempt to a member got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be had.
+    Connect = 0,
+    /// The exchange broke before an answer.
+    Broken = 1,
+    /// No answer within the cluster's response timeout.
+    Timeout = 2,
+}
+
+/// Counts an attempt to a member that got no answer.
+pub fn member_failure(member: u32, failure: Failure) {
+    STATS.with(|stats| {
+        if let Some(counters) = stats.members.get(member) {
+            counters.failures[failure as usize].add(1);
+        }
+    });
+}
+
+/// A member's counts summed over threads, for the health report: attempts it
+/// answered, and attempts that failed or got a 5xx.
+pub fn member_counts(member: u32) -> (u64, u64) {
+    let (mut requests, mut errors) = (0, 0);
+    for_each_thread(|stats| {
+        if let Some(counters) = stats.members.peek(member) {
+            requests += counters
+                .responses
+                .iter()
+                .map(slots::Counter::get)
+                .sum::<u64>();
+            errors += counters.responses[4].get();
+            errors += counters
+                .failures
+                .iter()
+                .map(slots::Counter::get)
+                .sum::<u64>();
+        }
+    });
+    (requests, errors)
+}
+
+fn status_class(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
+}
+
+/// An open connection to a member (`switchyard_upstream_connections`),
+/// counted from when it is made until it is dropped.
+#[derive(Debug)]
+pub struct MemberConn(());
+
+impl MemberConn {
+    pub fn open() -> Self {
+        STATS.with(|stats| stats.member_conns[0].add(1));
+        MemberConn(())
     }
-    out.push_str(
-        "# HELP switchyard_proxy_errors_total Requests the proxy answered itself, by reason.\n",
-    );
-    out.push_str("# TYPE switchyard_proxy_errors_total counter\n");
-    for (kind, count) in ERROR_KINDS.iter().zip(errors) {
-        out.push_str(&format!(
-            "switchyard_proxy_errors_total{{reason=\"{kind}\"}} {count}\n"
-        ));
+}
+
+impl Drop for MemberConn {
+    fn drop(&mut self) {
+        STATS.with(|stats| stats.member_conns[1].add(1));
     }
-    labelled(
-        &mut out,
-        "switchyard_retries_total",
-        "Attempts sent to another member (over_budget: refused by the retry budget).",
-        "reason",
-        &RETRY_REASONS,
-        &retries,
-    );
-    labelled(
-        &mut out,
-        "switchyard_upstream_connect_failures_total",
-        "Connections to members that could not be had, by reason.",
-        "reason",
-        &CONNECT_REASONS,
-        &connect_failures,
-    );
-    labelled(
-        &mut out,
-        "switchyard_responses_compressed_total",
-        "Responses compressed on their way to the client (a route's compress), by coding.",
-        "algorithm",
-        &COMPRESS_ALGORITHMS,
-        &compressed,
-    );
-    out.push_str(&format!(
-        "# HELP switchyard_upstream_idle_timeouts_total Member bodies cut after the cluster's idle_timeout.\n\
-         # TYPE switchyard_upstream_idle_timeouts_total counter\n\
-         switchyard_upstream_idle_timeouts_total {idle_timeouts}\n"
-    ));
-    out.push_str("# HELP switchyard_tunnel_bytes_total Bytes carried by tunnels (Upgrade, WebSocket), by direction.\n");
-    out.push_str("# TYPE switchyard_tunnel_bytes_total counter\n");
-    for (direction, count) in ["to_member", "to_client"].iter().zip(bytes) {
-        out.push_str(&format!(
-            "switchyard_tunnel_bytes_total{{direction=\"{direction}\"}} {count}\n"
-        ));
+}
+
+static CONTROL_PLANE_CONNECTED: AtomicBool = AtomicBool::new(false);
+static CONTROL_PLANE_CONNECTS: AtomicU64 = AtomicU64::new(0);
+
+/// The config stream is up (`true`) or down.
+pub fn control_plane_connected(connected: bool) {
+    if connected {
+        CONTROL_PLANE_CONNECTS.fetch_add(1, Ordering::Relaxed);
     }
-    out.push_str(
-        "# HELP switchyard_client_limits_total Clients cut off by a client-side clock or limit, by reason.\n",
-    );
-    out.push_str("# TYPE switchyard_client_limits_total counter\n");
-    for (limit, count) in ClientLimit::ALL.iter().zip(client) {
-        out.push_str(&format!(
-            "switchyard_client_limits_total{{reason=\"{}\"}} {count}\n",
-            limit.label()
-        ));
+    CONTROL_PLANE_CONNECTED.store(connected, Ordering::Relaxed);
+}
+
+/// Bounds (s) of `switchyard_snapshot_apply_duration_seconds`' buckets.
+const APPLY_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// Snapshot apply durations: counts per bucket (`+Inf` last) and their sum.
+#[derive(Debug, Default)]
+struct ApplyTimes {
+    buckets: [u64; APPLY_BUCKETS.len() + 1],
+    sum: f64,
+}
+
+static APPLY_TIMES: Mutex<ApplyTimes> = Mutex::new(ApplyTimes {
+    buckets: [0; APPLY_BUCKETS.len() + 1],
+    sum: 0.0,
+});
+
+/// Counts how long applying a snapshot took (validate, compile, swap).
+pub fn apply_duration(took: Duration) {
+    let seconds = took.as_secs_f64();
+    let bucket = APPLY_BUCKETS
+        .iter()
+        .position(|&bound| seconds <= bound)
+        .unwrap_or(APPLY_BUCKETS.len());
+    if let Ok(mut times) = APPLY_TIMES.lock() {
+        times.buckets[bucket] += 1;
+        times.sum += seconds;
     }
-    let running = state.running();
-    let members = state.member_health();
-    let healthy = members.iter().filter(|m| m.healthy).count();
-    let ejected = members.iter().filter(|m| m.ejected).count();
-    let gauges = [
-        (
-            "switchyard_config_version",
-            "gauge",
-            "Version of the config this replica runs (0: none).",
-            running.as_ref().map_or(0, |r| r.version),
-        ),
-        (
-            "switchyard_ready",
-            "gauge",
-            "1 once a snapshot is applied.",
-            u64::from(running.is_some()),
-        ),
-        (
-            "switchyard_snapshots_applied_total",
-            "counter",
-            "Snapshots applied.",
-            APPLIED.load(Ordering::Relaxed),
-        ),
-        (
-            "switchyard_snapshots_refused_total",
-            "counter",
-            "Snapshots refused (NACKed).",
-            REFUSED.load(Ordering::Relaxed),
-        ),
-        (
-            "switchyard_tunnels_open",
-            "gauge",
-            "Tunnels (Upgrade, WebSocket) open now.",
-            opened.saturating_sub(closed),
-        ),
-        (
-            "switchyard_tunnels_total",
-            "counter",
-            "Tunnels opened.",
-            opened,
-        ),
-        (
-            "switchyard_client_connections",
-            "gauge",
-            "Client connections open (capped by --max-connections).",
-            crate::listener::open_connections() as u64,
-        ),
-        (
-            "switchyard_members",
-            "gauge",
-            "Members in the table.",
-            members.len() as u64,
-        ),
-        (
-            "switchyard_members_usable",
-            "gauge",
-            "Members healthy, not in their retry window and not ejected.",
-            healthy as u64,
-        ),
-        (
-            "switchyard_members_ejected",
-            "gauge",
-            "Members ejected by outlier detection now.",
-            ejected as u64,
-        ),
-        (
-            "switchyard_member_ejections_total",
-            "counter",
-            "Ejections of members by outlier detection.",
-            EJECTIONS.load(Ordering::Relaxed),
-        ),
-    ];
-    for (name, kind, help, value) in gauges
-        .into_iter()
-        .chain(crate::listener::tls::stats().metrics())
-    {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
+}
+
+/// The access log's counters (`--access-log`).
+#[derive(Debug, Default)]
+pub struct AccessLogStats {
+    /// Lines written out.
+    pub lines: AtomicU64,
+    /// Lines dropped: the writer fell behind by more than its buffer, or a write failed.
+    pub dropped: AtomicU64,
+    /// Writes that failed (a full disk, a closed stdout).
+    pub write_errors: AtomicU64,
+}
+
+/// The access log's counters, shared by its writer and the scrape.
+pub static ACCESS_LOG: AccessLogStats = AccessLogStats {
+    lines: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+    write_errors: AtomicU64::new(0),
+};
+
+/// The Prometheus text exposition (format 0.0.4) of everything counted, and
+/// of `state`, encoded by `prometheus-client`.
+pub fn render(state: &State) -> String {
+    let collector = encode::Scrape::take(state);
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(collector) as Box<dyn Collector>);
+    let mut out = String::with_capacity(8192);
+    if let Err(error) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+        tracing::warn!(%error, "Encoding the metrics failed");
     }
     out
 }
@@ -427,20 +444,5 @@ pub fn render(state: &State) -> String {
 fn add<const N: usize>(sums: &mut [u64; N], counters: &[AtomicU64; N]) {
     for (sum, counter) in sums.iter_mut().zip(counters) {
         *sum += counter.load(Ordering::Relaxed);
-    }
-}
-
-/// A counter with one label, one line per value.
-fn labelled(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[&str],
-    counts: &[u64],
-) {
-    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-    for (value, count) in values.iter().zip(counts) {
-        out.push_str(&format!("{name}{{{label}=\"{value}\"}} {count}\n"));
     }
 }

@@ -156,6 +156,7 @@ fn handle(state: &State, request: &Request<Incoming>, draining: bool) -> Respons
                             "ejected": m.ejected, "ejections": m.ejections,
                             "ejected_until_unix_ms": m.ejected_until_unix_ms,
                             "ejection_reason": m.ejection_reason,
+                            "requests": m.requests, "errors": m.errors,
                         })
                     })
                     .collect(),

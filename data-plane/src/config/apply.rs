@@ -8,6 +8,7 @@ use switchyard_shared::Snapshot;
 use switchyard_shared::proto::v1;
 use tracing::info;
 
+use crate::admin::metrics;
 use crate::config::cache::CacheWriter;
 use crate::config::table::{self, Table};
 use crate::health::HealthChecks;
@@ -80,6 +81,7 @@ impl State {
             .members()
             .map(|(cluster, member)| {
                 let ejections = member.ejections();
+                let (requests, errors) = metrics::member_counts(member.slot.index());
                 v1::MemberHealth {
                     cluster: cluster.to_owned(),
                     member_id: member.id.clone(),
@@ -89,8 +91,8 @@ impl State {
                     ejected_until_unix_ms: ejections.until_unix_ms,
                     ejections: ejections.count,
                     ejection_reason: ejections.reason,
-                    requests: 0,
-                    errors: 0,
+                    requests,
+                    errors,
                 }
             })
             .collect();
@@ -107,6 +109,7 @@ impl State {
             .applying
             .lock()
             .map_err(|_| "a previous apply panicked".to_owned())?;
+        let started = std::time::Instant::now();
         if let Some(running) = self.running()
             && running.store_id == snapshot.store_id
         {
@@ -142,6 +145,7 @@ impl State {
         };
         let table = Arc::new(table);
         let replaced = self.table.swap(Some(table.clone()));
+        metrics::apply_duration(started.elapsed());
         let applying = &mut *applying;
         let forgotten = applying.registry.commit(generation);
         applying.health.reconcile(&table);

@@ -2,6 +2,8 @@
 //! hello with what the replica runs, applies every snapshot it is sent, answers
 //! ACK or NACK, and reports member health. Reconnecting lives here, in one
 //! place: capped, jittered exponential backoff across the control planes given.
+//! With `--control-plane https://…` the stream is TLS (tonic's, over rustls),
+//! with this replica's certificate when it has one (mutual TLS).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,8 +13,8 @@ use switchyard_shared::proto::v1::{self, config_discovery_client::ConfigDiscover
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
-use tracing::{debug, info, warn};
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tracing::{debug, error, info, warn};
 
 use crate::config::apply::State;
 use crate::health::outlier;
@@ -28,6 +30,9 @@ const HEALTH_REPORT_GAP: Duration = Duration::from_millis(100);
 /// starts from the smallest backoff, even if no message came on it (a replica
 /// that was already synced is sent nothing).
 const STABLE_STREAM: Duration = Duration::from_secs(10);
+/// A TLS stream that ended this soon may have been refused by the control
+/// plane's certificate check: the log then says where to look.
+const TLS_REFUSAL: Duration = Duration::from_secs(1);
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +70,14 @@ impl Backoff {
     }
 }
 
-/// Runs the config client until `shutdown` turns true.
-pub async fn run(state: Arc<State>, endpoints: Vec<String>, mut shutdown: watch::Receiver<bool>) {
+/// Runs the config client until `shutdown` turns true; `tls` is used for
+/// `https://` control planes.
+pub async fn run(
+    state: Arc<State>,
+    endpoints: Vec<String>,
+    tls: Option<ClientTlsConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if endpoints.is_empty() {
         warn!("No control plane given: serving the cached snapshot only");
         return;
@@ -76,13 +87,33 @@ pub async fn run(state: Arc<State>, endpoints: Vec<String>, mut shutdown: watch:
     let mut refused = None;
     for endpoint in endpoints.iter().cycle() {
         let started = tokio::time::Instant::now();
-        let session = session(&state, endpoint, &mut backoff, &mut refused);
+        let session = session(&state, endpoint, tls.as_ref(), &mut backoff, &mut refused);
         let result = tokio::select! {
             result = session => result,
             () = crate::stopped(&mut shutdown) => return,
         };
-        if let Err(error) = result {
-            warn!(control_plane = %endpoint, %error, "Config stream ended");
+        match result {
+            Err(StreamError::Status(status)) if status.code() == tonic::Code::PermissionDenied => {
+                error!(
+                    control_plane = %endpoint,
+                    error = %status.message(),
+                    "The control plane refused this replica (PERMISSION_DENIED): check --node-id and --control-plane-cert"
+                );
+            }
+            // Under TLS 1.3 a control plane refuses a client certificate after
+            // the handshake seemed done: all this side sees is a closed connection.
+            Err(error) if endpoint.starts_with("https://") && started.elapsed() < TLS_REFUSAL => {
+                warn!(
+                    control_plane = %endpoint,
+                    error = %chain(&error),
+                    hint = "a control plane with --grpc-client-ca closes the connection of a replica without a certificate it trusts (see --control-plane-cert); its log says why",
+                    "Config stream ended"
+                );
+            }
+            Err(error) => {
+                warn!(control_plane = %endpoint, error = %chain(&error), "Config stream ended")
+            }
+            Ok(()) => {}
         }
         if started.elapsed() >= STABLE_STREAM {
             backoff.reset();
@@ -100,11 +131,16 @@ pub async fn run(state: Arc<State>, endpoints: Vec<String>, mut shutdown: watch:
 async fn session(
     state: &Arc<State>,
     endpoint: &str,
+    tls: Option<&ClientTlsConfig>,
     backoff: &mut Backoff,
     refused: &mut Option<v1::Refused>,
 ) -> Result<(), StreamError> {
-    let channel = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| StreamError::Address(endpoint.to_owned(), e))?
+    let address = |e| StreamError::Address(endpoint.to_owned(), e);
+    let mut channel = Endpoint::from_shared(endpoint.to_owned()).map_err(address)?;
+    if let Some(tls) = tls.filter(|_| endpoint.starts_with("https://")) {
+        channel = channel.tls_config(tls.clone()).map_err(address)?;
+    }
+    let channel = channel
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -130,6 +166,7 @@ async fn session(
         .await?
         .into_inner();
     info!(control_plane = %endpoint, "Connected to the control plane");
+    let _connected = Connected::new();
     let mut health = HealthReporter::new(outlier::transitions());
     loop {
         tokio::select! {
@@ -158,8 +195,26 @@ async fn session(
     }
 }
 
+/// The config stream counted open (`switchyard_control_plane_connected`)
+/// until the session ends, however it ends.
+struct Connected;
+
+impl Connected {
+    fn new() -> Self {
+        crate::admin::metrics::control_plane_connected(true);
+        Connected
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        crate::admin::metrics::control_plane_connected(false);
+    }
+}
+
 /// When member health is reported: every [`HEALTH_REPORT_INTERVAL`] if it
-/// changed, and soon after an ejection or when one ends, so the control plane
+/// changed (its request and error counts included: every 2 s while members
+/// take traffic, nothing while idle), and soon after an ejection or when one ends, so the control plane
 /// sees each transition within moments.
 #[derive(Debug)]
 struct HealthReporter {
@@ -232,6 +287,21 @@ fn next_return(members: &[v1::MemberHealth]) -> Option<Instant> {
         .min()?;
     let left = Duration::from_millis(until).saturating_sub(now_unix);
     Some(Instant::now() + left + Duration::from_millis(5))
+}
+
+/// An error and its sources, `: `-separated (a TLS failure is a few levels down).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 async fn send(
@@ -331,5 +401,44 @@ mod tests {
             started.elapsed() >= Duration::from_millis(600)
                 && started.elapsed() < HEALTH_REPORT_INTERVAL
         );
+    }
+
+    #[tokio::test]
+    async fn member_counts_go_out_while_they_change_and_nothing_when_idle() {
+        use switchyard_shared::{Cluster, Config, Member};
+        let mut cluster = Cluster::new("c");
+        cluster.members = vec![Member::new("http://127.0.0.1:1")];
+        let config = Config {
+            clusters: vec![cluster],
+            routes: vec![],
+        };
+        let state = State::new("n".to_owned(), None);
+        state.apply(Snapshot::new(1, "s", config)).unwrap();
+        let slot = state.table().load_full().unwrap().clusters[0].members[0]
+            .shared
+            .slot
+            .index();
+        static TRANSITIONS: Notify = Notify::const_new();
+        let mut reporter = HealthReporter::new(&TRANSITIONS);
+        let first = reporter.report(&state).expect("the first report");
+        assert_eq!((first.members[0].requests, first.members[0].errors), (0, 0));
+        assert!(reporter.report(&state).is_none(), "idle: nothing sent");
+
+        use crate::admin::metrics::{self, Failure};
+        for _ in 0..3 {
+            metrics::member_response(slot, http::StatusCode::OK);
+        }
+        metrics::member_response(slot, http::StatusCode::BAD_GATEWAY);
+        metrics::member_failure(slot, Failure::Connect);
+        metrics::member_failure(slot, Failure::Timeout);
+        let report = reporter.report(&state).expect("the counts changed");
+        let member = &report.members[0];
+        assert_eq!(member.member_id, "127.0.0.1:1");
+        assert_eq!(member.requests, 4, "answers, the 5xx included");
+        assert_eq!(
+            member.errors, 3,
+            "the 5xx, the connect failure, the timeout"
+        );
+        assert!(reporter.report(&state).is_none(), "idle again");
     }
 }

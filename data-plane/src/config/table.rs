@@ -12,6 +12,7 @@ use switchyard_shared::{
     HealthCheck, MemberState, OutlierDetection, Protocol, RetryPolicy, Snapshot,
 };
 
+use crate::admin::metrics;
 use crate::balancer::Balancer;
 use crate::config::cookie::CookieRewrites;
 use crate::config::routing::Router;
@@ -51,6 +52,9 @@ pub struct RouteEntry {
     /// `Set-Cookie` `Path`/`Domain` rewrites; `None` (the usual case) costs
     /// the response path one branch.
     pub rewrite_cookies: Option<Box<CookieRewrites>>,
+    /// Where the route's requests are counted ([`metrics::slots`]): the same
+    /// slot in every table that has a route of this name.
+    pub slot: Arc<metrics::slots::Slot>,
 }
 
 #[derive(Debug)]
@@ -186,6 +190,7 @@ pub fn compile(
             request_headers: rule_set(route.request_headers.as_ref(), Some(&HOST))?,
             host_override,
             response_headers: rule_set(route.response_headers.as_ref(), None)?,
+            slot: metrics::slots::Slot::route(&route.name),
             name: route.name.clone(),
             cluster,
             path_prefix: route.path_prefix.clone(),

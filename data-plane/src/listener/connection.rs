@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::admin::metrics::{self, ClientLimit};
+use crate::listener::access_log::Line;
 use crate::listener::{ClientLimits, Protocol};
 
 /// After an h2 GOAWAY (idle or drain), how long a connection with no stream
@@ -203,21 +204,49 @@ impl Activity {
     pub(crate) fn start_request(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.changed();
-        Busy(self.clone())
+        Busy {
+            activity: self.clone(),
+            ended_ms: NONE,
+        }
+    }
+
+    /// When a request that starts now began, in ms on the connection's clock:
+    /// the first byte of its head (HTTP/1.1, read when nothing was in
+    /// flight), else now. No clock is read in the first case.
+    pub(crate) fn request_start_ms(&self, h1: bool) -> u64 {
+        match self.first_byte.load(Ordering::Relaxed) {
+            at if h1 && at != NONE => at,
+            _ => self.now_ms(),
+        }
     }
 }
 
 /// A request in flight on a connection.
 #[derive(Debug)]
-pub(crate) struct Busy(Arc<Activity>);
+pub(crate) struct Busy {
+    activity: Arc<Activity>,
+    /// When its response ended, if [`Tracked`] read the clock for it (NONE:
+    /// not yet): the one clock read at the end of a response serves both.
+    ended_ms: u64,
+}
+
+impl Busy {
+    /// Reads the connection's clock for the end of the response.
+    fn end_now(&mut self) -> u64 {
+        self.ended_ms = self.activity.now_ms();
+        self.ended_ms
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let activity = &self.0;
+        let activity = &self.activity;
         if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            activity
-                .idle_since
-                .store(activity.now_ms(), Ordering::Relaxed);
+            let now = match self.ended_ms {
+                NONE => activity.now_ms(),
+                ended => ended,
+            };
+            activity.idle_since.store(now, Ordering::Relaxed);
             activity.first_byte.store(NONE, Ordering::Relaxed);
             activity.served.store(true, Ordering::Relaxed);
             activity.generation.fetch_add(1, Ordering::Relaxed);
@@ -227,11 +256,45 @@ impl Drop for Busy {
 }
 
 /// A response body that keeps its request counted as in flight until it is
-/// sent (or dropped).
+/// sent (or dropped), and is where the response ends: its duration counted
+/// and its access log line written ([`Done`]).
 #[derive(Debug)]
-pub(crate) struct Tracked<B> {
+pub(crate) struct Tracked<B: Body> {
     pub(crate) body: B,
-    pub(crate) _busy: Busy,
+    pub(crate) busy: Busy,
+    pub(crate) done: Done,
+}
+
+/// What happens when a response ends: its last byte sent, or its body
+/// dropped because the client went away.
+#[derive(Debug)]
+pub(crate) struct Done {
+    /// The route's slot (`slots::NONE`: no route matched; nothing timed).
+    pub(crate) route: u32,
+    pub(crate) status: http::StatusCode,
+    /// When the request began ([`Activity::request_start_ms`]): the duration
+    /// is read off the clock the connection reads anyway, to the millisecond
+    /// (as nginx's `$request_time`).
+    pub(crate) started_ms: u64,
+    /// The access log's line; `None` (off) costs one check per frame.
+    pub(crate) line: Option<Box<Line>>,
+}
+
+impl<B: Body> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        let done = &mut self.done;
+        if done.route != metrics::slots::NONE {
+            let took = self.busy.end_now().saturating_sub(done.started_ms);
+            metrics::route_response(done.route, done.status, Duration::from_millis(took));
+        }
+        if let Some(line) = &mut done.line {
+            // A body hyper never polled (empty, HEAD, 204) was sent in full too.
+            if self.body.is_end_stream() {
+                line.complete();
+            }
+            line.finish();
+        }
+    }
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -242,7 +305,20 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(line) = &mut this.done.line {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        line.sent(bytes::Buf::remaining(data));
+                    }
+                }
+                Poll::Ready(None) => line.complete(),
+                _ => {}
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -7,6 +7,7 @@
 //! of upgraded connections belong to the worker (a config swap never touches
 //! them): on shutdown they get the same drain time, then are closed.
 
+pub mod access_log;
 mod connection;
 pub mod tls;
 
@@ -31,14 +32,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::admin::metrics::{self, ClientLimit};
-use crate::listener::connection::{Activity, Drain, HeadScan, Tracked};
+use crate::listener::access_log::Line;
+use crate::listener::connection::{Activity, Done, Drain, HeadScan, Tracked};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::request::BothLengths;
 use crate::proxy::tunnel::{self, MemberSide, TunnelSlot};
-use crate::proxy::{ClientInfo, Proxy};
+use crate::proxy::{ClientInfo, Proxy, Refusal, Served};
 
 /// How much of a new connection is read at once to tell HTTP/1.1 from h2c.
 const SNIFF_BUFFER: usize = 2048;
@@ -310,6 +313,8 @@ fn admit(
     };
     // TCP_NODELAY is inherited from the listener (see `bind_workers`).
     let client = Arc::new(Client {
+        // Written once per connection, and only for the access log.
+        peer: access_log::enabled().then(|| Arc::from(peer.to_string())),
         proxy: worker.proxy.clone(),
         info: ClientInfo {
             ip: ip_header(peer.ip()),
@@ -382,9 +387,14 @@ where
             peer,
             drain,
         };
+        // Off by default (debug): a disabled span is one level check here
+        // and one per poll.
+        let span = debug_span!("connection", client.addr = %peer);
         // Boxed: the task is moved a few times as it is spawned and ended;
         // what it waits on first (the first bytes) is small.
-        Box::pin(serve_io(io, protocol, connection, &builders, limits)).await;
+        Box::pin(serve_io(io, protocol, connection, &builders, limits))
+            .instrument(span)
+            .await;
     })
 }
 
@@ -455,6 +465,8 @@ async fn serve_io<S: ClientStream>(
 
 /// What the requests of one client connection share.
 struct Client {
+    /// The client's address and port as the access log writes it (`None`: off).
+    peer: Option<Arc<str>>,
     proxy: Arc<Proxy>,
     info: ClientInfo,
     tunnels: Tunnels,
@@ -479,15 +491,55 @@ fn serve_request(
     let busy = activity.start_request();
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let client = client.clone();
+    let started_ms = activity.request_start_ms(request.version() < http::Version::HTTP_2);
+    let mut line = Line::start(&request, client.peer.as_ref());
+    // Its route, cluster and member are recorded by the proxy when known.
+    let span = debug_span!(
+        "request",
+        http.method = %request.method(),
+        http.target = %request.uri(),
+        route.name = Empty,
+        cluster.name = Empty,
+        member.id = Empty,
+        http.status_code = Empty,
+    );
     async move {
-        let mut response = client.proxy.handle(request, &client.info).await;
+        let mut served = Served::new(line.is_some());
+        // Instrumented only when the span is on: wrapping the request's
+        // future moves all of it once more, which a disabled span must not cost.
+        let mut response = if span.is_disabled() {
+            client
+                .proxy
+                .handle(request, &client.info, &mut served)
+                .await
+        } else {
+            client
+                .proxy
+                .handle(request, &client.info, &mut served)
+                .instrument(span.clone())
+                .await
+        };
+        if !span.is_disabled() {
+            span.record("http.status_code", response.status().as_u16());
+        }
         if let (Some(slot), Some(on_upgrade)) =
             (response.extensions_mut().remove::<TunnelSlot>(), on_upgrade)
             && let Some(member) = slot.take()
         {
             client.tunnels.open(on_upgrade, member);
         }
-        Ok(response.map(|body| Tracked { body, _busy: busy }))
+        let status = response.status();
+        if let Some(line) = &mut line {
+            let refusal = response.extensions_mut().remove::<Refusal>();
+            line.answered(status, &mut served, refusal);
+        }
+        let done = Done {
+            route: served.route,
+            status,
+            started_ms,
+            line,
+        };
+        Ok(response.map(|body| Tracked { body, busy, done }))
     }
 }
 

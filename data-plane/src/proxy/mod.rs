@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use tracing::{Level, Span, debug, warn};
 
 use crate::admin::metrics;
 use crate::balancer;
@@ -59,6 +59,52 @@ pub struct Proxy {
     body_timeout: Duration,
     /// The port of `https_redirect` locations (`--tls-listen`'s; 443 is left out).
     https_port: u16,
+    /// `--access-log` is on: each request's [`Served`] carries the names to log.
+    access_log: bool,
+}
+
+/// What the request path tells the listener of a request it answered: where
+/// its response is counted, and, with the access log on, what to log.
+#[derive(Debug)]
+pub struct Served {
+    /// The slot of the route it matched ([`metrics::slots::NONE`]: none).
+    pub route: u32,
+    /// Attempts sent to members (the first included).
+    pub attempts: u32,
+    /// What the access log names; `None` when it is off (one check per request).
+    pub names: Option<Box<Names>>,
+}
+
+/// What the access log says of a request besides what the listener knows.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub route: String,
+    pub cluster: String,
+    /// The member tried last (empty: none).
+    pub member: String,
+    /// How much of the request body was read (`None`: it had none).
+    pub upload: Option<Arc<BodyProgress>>,
+}
+
+impl Served {
+    /// Nothing known yet; `access_log`: the names are to be filled.
+    pub fn new(access_log: bool) -> Self {
+        Served {
+            route: metrics::slots::NONE,
+            attempts: 0,
+            names: access_log.then(Box::default),
+        }
+    }
+}
+
+/// Why the proxy answered a request itself: put in the extensions of that
+/// response only (never sent), for the access log.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// `switchyard_proxy_errors_total`'s reason.
+    pub reason: &'static str,
+    /// The error's text; only with the access log on.
+    pub detail: Option<String>,
 }
 
 /// What the proxy knows of the client connection a request came on.
@@ -120,6 +166,20 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Request(error) => error.status(),
             ProxyError::ClientBody(error) => error.status(),
+        }
+    }
+
+    /// Why, as `switchyard_proxy_errors_total` and the access log name it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoConfig => "no_config",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoMember(_) => "no_member",
+            ProxyError::AllUnreachable { .. } => "unreachable",
+            ProxyError::Upstream { .. } | ProxyError::UpgradeOverH2(_) => "upstream",
+            ProxyError::Timeout { .. } => "timeout",
+            ProxyError::Request(_) => "bad_request",
+            ProxyError::ClientBody(_) => "client_body",
         }
     }
 
@@ -193,7 +253,14 @@ impl Proxy {
             max_uri: DEFAULT_MAX_URI,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             https_port: 443,
+            access_log: false,
         }
+    }
+
+    /// Fills each request's [`Names`] for the access log (`--access-log`).
+    pub fn with_access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
     }
 
     /// Sets the port `https_redirect` sends clients to (the TLS listener's).
@@ -214,7 +281,8 @@ impl Proxy {
         self
     }
 
-    /// Serves one request; every failure becomes a response.
+    /// Serves one request; every failure becomes a response. What the
+    /// listener needs to know of it besides the response goes into `served`.
     ///
     /// A combinator rather than an `async fn`: each `async fn` layer keeps its
     /// own copy of the request beside its callee's future, and the whole
@@ -223,21 +291,28 @@ impl Proxy {
         &'a self,
         request: Request<Incoming>,
         client: &'a ClientInfo,
+        served: &'a mut Served,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
         let h1 = request.version() < Version::HTTP_2;
         // gRPC comes over HTTP/2 only: an HTTP/1.1 request is not looked at.
         let grpc = !h1 && is_grpc(request.headers());
-        self.proxy(request, client).map(move |result| {
+        self.proxy(request, client, served).map(move |result| {
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
                     debug!(%error, "Request failed");
                     metrics::error(&error);
-                    if grpc {
+                    let refusal = Refusal {
+                        reason: error.reason(),
+                        detail: self.access_log.then(|| error.to_string()),
+                    };
+                    let mut response = if grpc {
                         error.into_grpc_response()
                     } else {
                         error.into_response(h1)
-                    }
+                    };
+                    response.extensions_mut().insert(refusal);
+                    response
                 }
             };
             metrics::response(response.status());
@@ -249,6 +324,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         client: &ClientInfo,
+        served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         // A malformed request is refused whatever the table says.
@@ -259,6 +335,17 @@ impl Proxy {
         let path = target.path_and_query.path();
         let route = route(&table, host.as_ref(), &request::match_path(path))?;
         let matched = request::original_len(path, route.path_prefix.len());
+        let cluster = &table.clusters[route.cluster];
+        served.route = route.slot.index();
+        if tracing::enabled!(Level::DEBUG) {
+            let span = Span::current();
+            span.record("route.name", route.name.as_str());
+            span.record("cluster.name", cluster.name.as_str());
+        }
+        if let Some(names) = &mut served.names {
+            names.route.clone_from(&route.name);
+            names.cluster.clone_from(&cluster.name);
+        }
         if route.https_redirect && !client.https {
             return redirect_to_https(
                 &parts.method,
@@ -267,7 +354,6 @@ impl Proxy {
                 self.https_port,
             );
         }
-        let cluster = &table.clusters[route.cluster];
         // What the balancer reads from the request (nothing for plain round robin).
         let affinity = cluster.balancer.affinity(
             &parts.headers,
@@ -310,6 +396,9 @@ impl Proxy {
         // GOAWAY): any request may then go again, so its body is kept (up to the limit).
         let replay = (idempotent && cluster.retry.max_retries > 0) || cluster.protocol.is_h2();
         let (body, progress) = UpstreamBody::from_client(body, self.body_timeout, replay);
+        if let Some(names) = &mut served.names {
+            names.upload.clone_from(&progress);
+        }
         let request = Request::from_parts(parts, body);
         let (member, head, exchange) = forward(
             cluster,
@@ -319,6 +408,7 @@ impl Proxy {
             host.as_ref(),
             idempotent,
             &affinity,
+            served,
         )
         .await?;
         match (upgrade, exchange) {
@@ -554,6 +644,9 @@ static HOP_BY_HOP: [&HeaderName; 5] = [
 
 /// Steps 2 and 4: pick a member and send it the request; a failed attempt
 /// goes to another member when [`retry::may_retry`] says it may.
+// What it reads of the request is passed one by one, borrowed from `proxy`'s
+// frame: a struct of them would be built and moved once more per request.
+#[allow(clippy::too_many_arguments)]
 async fn forward<'t>(
     cluster: &'t ClusterEntry,
     route: &RouteEntry,
@@ -562,6 +655,7 @@ async fn forward<'t>(
     host: Option<&HeaderValue>,
     idempotent: bool,
     affinity: &balancer::Affinity,
+    served: &mut Served,
 ) -> Result<(&'t MemberEntry, ResponseHead, Reply), ProxyError> {
     let policy = &cluster.retry;
     let budget = &cluster.shared.retry_budget;
@@ -596,6 +690,14 @@ async fn forward<'t>(
             tried.push(index);
         }
         let member = &cluster.members[index];
+        let slot = member.shared.slot.index();
+        served.attempts += 1;
+        if let Some(names) = &mut served.names {
+            names.member.clone_from(&member.shared.id);
+        }
+        if tracing::enabled!(Level::DEBUG) {
+            Span::current().record("member.id", member.shared.id.as_str());
+        }
         let host_header = match (&route.host_override, route.preserve_host, host) {
             (Some(set), _, _) => set.clone(),
             (None, true, Some(host)) => host.clone(),
@@ -618,6 +720,7 @@ async fn forward<'t>(
         };
         let failure = match sent {
             Ok((head, mut exchange)) => {
+                metrics::member_response(slot, head.status);
                 exchange.hold(in_flight);
                 outlier::observe(cluster, member, Outcome::of_status(head.status));
                 let again = match &spare {
@@ -659,6 +762,7 @@ async fn forward<'t>(
                 let why = error.to_string();
                 warn!(cluster = %cluster.name, member.id = %member.shared.id, error = %why, "Member could not be reached");
                 metrics::connect_failure(&error);
+                metrics::member_failure(slot, metrics::Failure::Connect);
                 outlier::observe(cluster, member, Outcome::ConnectFailure(&why));
                 last_error = Some(ProxyError::AllUnreachable {
                     cluster: cluster.name.clone(),
@@ -690,19 +794,26 @@ async fn forward<'t>(
             }
             _ => {
                 let why = error_chain(&error);
+                metrics::member_failure(slot, metrics::Failure::Broken);
                 outlier::observe(cluster, member, Outcome::ExchangeFailure(&why));
                 return Err(upstream_error(cluster, member, &error));
             }
         };
         match failure {
-            retry::Failure::Timeout => outlier::observe(cluster, member, Outcome::Timeout),
+            retry::Failure::Timeout => {
+                metrics::member_failure(slot, metrics::Failure::Timeout);
+                outlier::observe(cluster, member, Outcome::Timeout);
+            }
             // A pooled connection the member had closed says nothing of the member.
             _ if reused => {}
-            _ => outlier::observe(
-                cluster,
-                member,
-                Outcome::ExchangeFailure(&error.to_string()),
-            ),
+            _ => {
+                metrics::member_failure(slot, metrics::Failure::Broken);
+                outlier::observe(
+                    cluster,
+                    member,
+                    Outcome::ExchangeFailure(&error.to_string()),
+                );
+            }
         }
         let sent = retry::Sent {
             written,

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -102,11 +102,18 @@ pub struct BodyProgress {
     /// (kept here, off the size of every response body).
     idle_timeout: Duration,
     waiting: AtomicBool,
+    /// Bytes of body read from the client (the access log's bytes in).
+    received: AtomicU64,
 }
 
 impl BodyProgress {
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
+    }
+
+    /// Bytes of body read from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Resolves once the body was sent (or failed).
@@ -258,6 +265,11 @@ impl Body for UpstreamBody {
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         progress.waiting.store(false, Ordering::Relaxed);
+                        if let Some(data) = frame.data_ref() {
+                            progress
+                                .received
+                                .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
                         // Trailers are the last frame, whatever `is_end_stream` says.
                         let ended = frame.is_trailers() || body.is_end_stream();
                         if ended {

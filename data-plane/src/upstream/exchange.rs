@@ -36,6 +36,8 @@ pub struct Conn {
     io: MemberStream,
     /// What was read and not used yet.
     buf: BytesMut,
+    /// Counted open until dropped (`switchyard_upstream_connections`).
+    _open: crate::admin::metrics::MemberConn,
 }
 
 /// Why an exchange failed.
@@ -70,6 +72,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            _open: crate::admin::metrics::MemberConn::open(),
         }
     }
 

@@ -247,6 +247,8 @@ async fn drive(
     mut closed: oneshot::Receiver<()>,
     member: String,
 ) {
+    // Counted open while the connection is driven (`switchyard_upstream_connections`).
+    let _open = crate::admin::metrics::MemberConn::open();
     tokio::pin!(connection);
     let idle = pool::idle_timeout();
     let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);

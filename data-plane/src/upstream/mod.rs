@@ -88,10 +88,13 @@ pub struct MemberShared {
     in_flight: AtomicU32,
     /// Why the member was last found failing, for health reports.
     last_failure: Mutex<Option<String>>,
+    /// Where the member's answers and failures are counted, per worker thread.
+    pub slot: crate::admin::metrics::slots::Slot,
 }
 
 impl MemberShared {
     fn new(
+        cluster: &str,
         id: String,
         addr: MemberAddr,
         protocol: Protocol,
@@ -122,7 +125,6 @@ impl MemberShared {
             .ok()
             .map(|ip| SocketAddr::new(ip, addr.port));
         Ok(MemberShared {
-            id,
             addr,
             protocol,
             scheme,
@@ -143,6 +145,8 @@ impl MemberShared {
             score: AtomicI64::new(0),
             in_flight: AtomicU32::new(0),
             last_failure: Mutex::new(None),
+            slot: crate::admin::metrics::slots::Slot::member(cluster, &id),
+            id,
         })
     }
 
@@ -705,6 +709,7 @@ impl Generation {
                 shared.clone()
             }
             None => Arc::new(MemberShared::new(
+                cluster,
                 id.to_owned(),
                 addr.clone(),
                 protocol,

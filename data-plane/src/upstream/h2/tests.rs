@@ -87,6 +87,7 @@ fn member(addr: SocketAddr) -> Arc<MemberShared> {
     let addr = switchyard_shared::validate::parse_member_url(&url).unwrap();
     Arc::new(
         MemberShared::new(
+            "c",
             "m".into(),
             addr,
             switchyard_shared::Protocol::H2c,
