@@ -8,6 +8,23 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# System packages the tests drive: a real etcd (the etcd store's tests) and
+# Debian's Chromium with its driver (the dashboard test). Installed here when
+# missing and run as root; otherwise the tests that need them say what to install.
+need_apt=()
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: installing ${need_apt[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "test.sh: missing ${need_apt[*]} (apt-get install them as root); the tests that need them will fail" >&2
+    fi
+fi
+
 # The OpenAPI test runs schemathesis from .venv (made here once, from PyPI), the
 # dashboard test selenium (with Debian's chromium and chromium-driver).
 scripts/python-venv.sh
