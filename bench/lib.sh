@@ -3,7 +3,8 @@
 # shellcheck shell=bash
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release"
+# BIN=DIR uses the binaries in DIR as they are (no build), e.g. target/debug.
+BIN="${BIN:-$ROOT/target/release}"
 BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
 BENCH_PIDS=()
 
@@ -18,7 +19,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 build_release() {
-    (cd "$ROOT" && cargo build --release --bins --quiet)
+    if [ "$BIN" = "$ROOT/target/release" ]; then
+        (cd "$ROOT" && cargo build --release --bins --quiet)
+    fi
 }
 
 # wait_http URL [seconds]: poll until URL answers 200.

@@ -127,6 +127,9 @@ pub async fn run(
     }
 }
 
+/// The config stream's HTTP/2 receive windows (stream and connection).
+const SNAPSHOT_WINDOW: u32 = 8 << 20;
+
 /// One stream: hello, then snapshots in and ACK/NACK and health reports out.
 async fn session(
     state: &Arc<State>,
@@ -143,6 +146,11 @@ async fn session(
     let channel = channel
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
+        // A snapshot comes whole in one message; with h2's default 64 KiB
+        // windows one of 1,000 routes (~100 KB) waits a round trip for a
+        // WINDOW_UPDATE mid-push. The window is an allowance, not a buffer.
+        .initial_stream_window_size(SNAPSHOT_WINDOW)
+        .initial_connection_window_size(SNAPSHOT_WINDOW)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
