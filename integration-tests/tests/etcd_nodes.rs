@@ -373,6 +373,9 @@ async fn write_until_failure(
     done
 }
 
+/// How many times node a is killed mid-stream (each trial restarts it).
+const KILL_TRIALS: usize = 20;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_a_node_during_writes_loses_no_acknowledged_write() {
     let dir = TestDir::new("etcd-kill-writes");
@@ -385,7 +388,7 @@ async fn kill9_of_a_node_during_writes_loses_no_acknowledged_write() {
     let body = bodies::cluster(&[(&backend, 1)]);
     let mut acknowledged: Vec<(String, u64)> = Vec::new();
 
-    for trial in 0..5 {
+    for trial in 0..KILL_TRIALS {
         // Writers on both nodes at once; node a is killed mid-stream.
         let on_a = Arc::new(AtomicUsize::new(0));
         let writer_a = tokio::spawn(write_until_failure(
