@@ -8,11 +8,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# System packages the tests drive: a real etcd (the etcd store's tests) and
-# Debian's Chromium with its driver (the dashboard test). Installed here when
+# System packages the tests drive: a real etcd (the etcd store's tests),
+# iproute2 (`ip netns` and veth pairs for etcd_partition.rs, which also needs
+# root) and Debian's Chromium with its driver (the dashboard test). Installed here when
 # missing and run as root; otherwise the tests that need them say what to install.
 need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,6 +1,6 @@
 //! The control plane as a child process, and helpers for its REST API.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use http::{Method, StatusCode};
@@ -35,10 +35,27 @@ pub async fn spawn_control_plane(dir: &Path) -> ControlPlane {
 impl ControlPlane {
     /// Starts one with `extra_args` (such as `--config FILE`) added to its flags.
     pub async fn spawn(dir: &Path, extra_args: Vec<String>) -> Self {
+        Self::spawn_under(&[], IpAddr::from([127, 0, 0, 1]), dir, extra_args).await
+    }
+
+    /// [`Self::spawn`] under the command `prefix` (`ip netns exec NS`), its API
+    /// and gRPC listening on ports of `ip` (an address it has there).
+    pub async fn spawn_under(
+        prefix: &[String],
+        ip: IpAddr,
+        dir: &Path,
+        extra_args: Vec<String>,
+    ) -> Self {
         let state_file = dir.join("control-plane-state.json");
-        let args = args(&state_file, &extra_args, "127.0.0.1:0", "127.0.0.1:0");
-        let mut process =
-            ChildProcess::start("control plane", binary("sy-control-plane"), &args, &[]);
+        let any_port = SocketAddr::new(ip, 0).to_string();
+        let args = args(&state_file, &extra_args, &any_port, &any_port);
+        let mut process = ChildProcess::start_under(
+            prefix,
+            "control plane",
+            binary("sy-control-plane"),
+            &args,
+            &[],
+        );
         let addrs = match process.wait_for_addresses(&[API_TOKEN, GRPC_TOKEN]).await {
             Ok(addrs) => addrs,
             Err(e) => panic!("{e}"),
@@ -70,7 +87,7 @@ impl ControlPlane {
         self.grpc
     }
 
-    /// The address data planes are given: `http://127.0.0.1:GRPCPORT`.
+    /// The address data planes are given: `http://127.0.0.1:GRPCPORT` (or its `ip`).
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
     }

@@ -6,7 +6,7 @@
 //! **Without `etcd` installed a test that asks for it fails**, naming the
 //! package: it never passes without having run.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ pub struct EtcdTls {
 #[derive(Debug)]
 pub struct Etcd {
     members: Vec<Member>,
+    /// A second address its members serve clients on, same ports.
+    also_on: Option<IpAddr>,
     http: Client,
 }
 
@@ -83,6 +85,22 @@ impl Etcd {
 
     /// [`Etcd::start`], with TLS towards clients when `tls` is given.
     pub async fn start_with(dir: &Path, size: usize, tls: Option<&EtcdTls>) -> Etcd {
+        Etcd::start_inner(dir, size, tls, None).await
+    }
+
+    /// [`Etcd::start`], each member serving clients on its port of `ip` too
+    /// (an address of this host, such as a veth's towards a network
+    /// namespace): see [`Self::store_url_on`].
+    pub async fn start_also_on(dir: &Path, size: usize, ip: IpAddr) -> Etcd {
+        Etcd::start_inner(dir, size, None, Some(ip)).await
+    }
+
+    async fn start_inner(
+        dir: &Path,
+        size: usize,
+        tls: Option<&EtcdTls>,
+        also_on: Option<IpAddr>,
+    ) -> Etcd {
         let binary = etcd_binary();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let ports: Vec<(String, SocketAddr, SocketAddr)> = (0..size)
@@ -99,13 +117,22 @@ impl Etcd {
             .map(|(name, client, peer)| {
                 let data = dir.join(format!("{name}.etcd"));
                 let health = free_port();
+                // The port is free on 127.0.0.1; on an address of our own
+                // that nothing else uses it is free too.
+                let listen = match also_on {
+                    Some(ip) => format!(
+                        "{scheme}://{client},{scheme}://{}",
+                        SocketAddr::new(ip, client.port())
+                    ),
+                    None => format!("{scheme}://{client}"),
+                };
                 let mut args: Vec<String> = [
                     "--name",
                     &name,
                     "--data-dir",
                     &data.display().to_string(),
                     "--listen-client-urls",
-                    &format!("{scheme}://{client}"),
+                    &listen,
                     "--advertise-client-urls",
                     &format!("{scheme}://{client}"),
                     "--listen-metrics-urls",
@@ -152,6 +179,7 @@ impl Etcd {
             .collect();
         let etcd = Etcd {
             members,
+            also_on,
             http: Client::without_pool(),
         };
         etcd.wait_healthy().await;
@@ -161,6 +189,18 @@ impl Etcd {
     /// `etcd://host:port,…` of every member, for `--store`.
     pub fn store_url(&self) -> String {
         let hosts: Vec<String> = self.members.iter().map(|m| m.client.to_string()).collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    /// `etcd://IP:port,…` of every member on the second address it was
+    /// started with ([`Self::start_also_on`]).
+    pub fn store_url_on(&self, ip: IpAddr) -> String {
+        assert_eq!(self.also_on, Some(ip), "etcd does not listen on {ip}");
+        let hosts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| SocketAddr::new(ip, m.client.port()).to_string())
+            .collect();
         format!("etcd://{}", hosts.join(","))
     }
 

@@ -115,6 +115,8 @@ fn parse_address(line: &str, token: &str) -> Option<SocketAddr> {
 #[derive(Debug)]
 pub struct ChildProcess {
     name: String,
+    /// A command it runs under (`ip netns exec NS`), empty for none.
+    prefix: Vec<String>,
     program: PathBuf,
     envs: Vec<(String, String)>,
     child: Option<Child>,
@@ -127,8 +129,22 @@ impl ChildProcess {
     /// Starts `program` with `args`, `RUST_LOG=info`, no inherited `SWITCHYARD_*`
     /// variable and the given extra `envs`.
     pub fn start(name: &str, program: PathBuf, args: &[String], envs: &[(String, String)]) -> Self {
+        ChildProcess::start_under(&[], name, program, args, envs)
+    }
+
+    /// [`Self::start`] under the command `prefix` (such as `ip netns exec NS`,
+    /// which execs the program: the pid we kill is the program's), also on
+    /// every restart.
+    pub fn start_under(
+        prefix: &[String],
+        name: &str,
+        program: PathBuf,
+        args: &[String],
+        envs: &[(String, String)],
+    ) -> Self {
         let mut process = ChildProcess {
             name: name.to_owned(),
+            prefix: prefix.to_vec(),
             program,
             envs: envs.to_vec(),
             child: None,
@@ -147,7 +163,14 @@ impl ChildProcess {
     }
 
     fn spawn(&mut self, args: &[String]) {
-        let mut command = Command::new(&self.program);
+        let mut command = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        };
         command
             .args(args)
             .stdin(Stdio::null())
@@ -169,7 +192,11 @@ impl ChildProcess {
         });
         let log = Log::default();
         log.push(format!(
-            "[harness] {} {}",
+            "[harness] {}{} {}",
+            self.prefix
+                .iter()
+                .map(|p| format!("{p} "))
+                .collect::<String>(),
             self.program.display(),
             args.join(" ")
         ));
