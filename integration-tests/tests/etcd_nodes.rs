@@ -356,25 +356,40 @@ async fn write_until_failure(
 ) -> Vec<(String, u64)> {
     let client = switchyard_integration_tests::Client::without_pool();
     let mut done = Vec::new();
-    for i in 0..500 {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    // A 503 changed nothing (etcd busy, or the node just restarted): the same
+    // write is made again, a bounded number of times.
+    let mut unavailable = 0;
+    let mut i = 0;
+    while i < 500 && !stop.load(Ordering::Relaxed) {
         let name = format!("t{trial}-{i}");
         let url = format!("{base}/api/v1/clusters/{name}");
         match client.send(Method::PUT, &url, &[], Some(&body)).await {
             Ok(response) if response.status == StatusCode::OK => {
                 done.push((name, version_of(&response)));
                 acked.fetch_add(1, Ordering::Relaxed);
+                i += 1;
             }
-            _ => break,
+            Ok(response)
+                if response.status == StatusCode::SERVICE_UNAVAILABLE && unavailable < 100 =>
+            {
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(response) => {
+                eprintln!(
+                    "writer {trial} on {base} stops: {} {}",
+                    response.status, response.body
+                );
+                break;
+            }
+            Err(_) => break,
         }
     }
     done
 }
 
 /// How many times node a is killed mid-stream (each trial restarts it).
-const KILL_TRIALS: usize = 20;
+const KILL_TRIALS: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_a_node_during_writes_loses_no_acknowledged_write() {
@@ -407,7 +422,7 @@ async fn kill9_of_a_node_during_writes_loses_no_acknowledged_write() {
             on_b.clone(),
             stop_b.clone(),
         ));
-        let wanted = 3 + trial;
+        let wanted = 3 + trial % 5;
         eventually(
             "writes are acknowledged on a",
             secs(20),
