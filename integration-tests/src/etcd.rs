@@ -6,7 +6,7 @@
 //! **Without `etcd` installed a test that asks for it fails**, naming the
 //! package: it never passes without having run.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,14 +68,6 @@ pub struct Etcd {
     http: Client,
 }
 
-/// A port nobody listens on right now (the kernel's pick, released at once).
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("can bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-}
-
 impl Etcd {
     /// Starts a cluster of `size` members with data directories under `dir`
     /// and waits until it is healthy.
@@ -104,7 +96,13 @@ impl Etcd {
         let binary = etcd_binary();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let ports: Vec<(String, SocketAddr, SocketAddr)> = (0..size)
-            .map(|i| (format!("sy-etcd-{i}"), free_port(), free_port()))
+            .map(|i| {
+                (
+                    format!("sy-etcd-{i}"),
+                    crate::closed_port(),
+                    crate::closed_port(),
+                )
+            })
             .collect();
         let initial_cluster = ports
             .iter()
@@ -116,7 +114,7 @@ impl Etcd {
             .into_iter()
             .map(|(name, client, peer)| {
                 let data = dir.join(format!("{name}.etcd"));
-                let health = free_port();
+                let health = crate::closed_port();
                 // The port is free on 127.0.0.1; on an address of our own
                 // that nothing else uses it is free too.
                 let listen = match also_on {

@@ -72,6 +72,15 @@ pub use fleet::Fleet;
 pub use load::{Load, LoadOptions, LoadReport};
 pub use raw_backend::{Misbehaviour, RawBackend, spawn_raw_backend};
 
+/// An address on 127.0.0.1 that nobody listens on right now (the kernel's
+/// pick, released at once): a member that refuses every connection.
+pub fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("can bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+}
+
 use std::time::Duration;
 
 /// How long a replica may take to follow a change it was not waited for

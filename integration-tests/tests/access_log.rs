@@ -93,10 +93,7 @@ async fn a_text_line_per_request_with_route_cluster_member_and_sizes() {
 async fn json_lines_name_the_dead_member_and_the_reason() {
     let (fleet, _dir, path) = fleet("access-json", "json").await;
     let (cp, replica) = (&fleet.cp, &fleet.replicas[0]);
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let closed_port = switchyard_integration_tests::closed_port();
     cp.write(
         Method::PUT,
         "/api/v1/clusters/dead",

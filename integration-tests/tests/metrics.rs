@@ -95,10 +95,7 @@ async fn replica_metrics_count_per_route_and_per_member() {
         Step::Answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy".into())
     })
     .await;
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let closed_port = switchyard_integration_tests::closed_port();
     let cluster =
         |members: serde_json::Value| json!({ "members": members, "retry": { "max_retries": 0 } });
     cp.write(
@@ -284,10 +281,7 @@ async fn debug_spans_name_the_connection_route_cluster_and_member() {
     })
     .await;
     let (cp, replica) = (&fleet.cp, &fleet.replicas[0]);
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let closed_port = switchyard_integration_tests::closed_port();
     cp.write(
         Method::PUT,
         "/api/v1/clusters/dead",

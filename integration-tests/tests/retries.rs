@@ -228,10 +228,7 @@ async fn a_spent_budget_or_max_retries_zero_stops_retries_but_not_connect_failov
 
     // No retries at all, yet a member that refuses connections is still passed over:
     // nothing was written to it.
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let closed_port = switchyard_integration_tests::closed_port();
     let cluster = json!({
         "members": [ { "url": format!("http://{closed_port}") }, { "url": good.url() } ],
         "retry": { "max_retries": 0 },
@@ -358,10 +355,7 @@ async fn an_unresolvable_member_is_reported_as_such() {
         .await,
         1
     );
-    let refused = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let refused = switchyard_integration_tests::closed_port();
     fleet
         .cp
         .write(
