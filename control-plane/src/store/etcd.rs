@@ -543,14 +543,36 @@ impl Client {
         prefix: &[u8],
         start_revision: i64,
     ) -> Result<PrefixWatch, EtcdError> {
+        let started = self
+            .start_watch(prefix.to_vec(), prefix_end(prefix), start_revision)
+            .await?;
+        Ok(PrefixWatch {
+            _requests: started.requests,
+            stream: started.stream,
+            client: self.clone(),
+            index: started.index,
+            host: started.host,
+        })
+    }
+
+    /// Starts a watch of `key` (up to `range_end`; empty: the key alone) from
+    /// `start_revision` on the endpoint in use, asking etcd to end it when its
+    /// member loses the leader (`hasleader`), so a cut-off member is noticed.
+    /// A watch that fails to start moves on to the next endpoint.
+    async fn start_watch(
+        &self,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        start_revision: i64,
+    ) -> Result<StartedWatch, EtcdError> {
         let (index, host, channel) = self.channel();
         let host = host.to_owned();
         let (requests, outbound) = mpsc::channel(1);
         let create = WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
                 WatchCreateRequest {
-                    key: prefix.to_vec(),
-                    range_end: prefix_end(prefix),
+                    key,
+                    range_end,
                     start_revision,
                     ..Default::default()
                 },
@@ -564,10 +586,9 @@ impl Client {
             .insert("hasleader", MetadataValue::from_static("true"));
         let mut client = WatchClient::new(InterceptedService::new(channel, self.token.clone()));
         match tokio::time::timeout(self.timeout, client.watch(request)).await {
-            Ok(Ok(response)) => Ok(PrefixWatch {
-                _requests: requests,
+            Ok(Ok(response)) => Ok(StartedWatch {
+                requests,
                 stream: response.into_inner(),
-                client: self.clone(),
                 index,
                 host,
             }),
@@ -626,6 +647,15 @@ pub(crate) struct PrefixWatch {
     _requests: mpsc::Sender<WatchRequest>,
     stream: tonic::Streaming<pb::etcdserverpb::WatchResponse>,
     client: Client,
+    index: usize,
+    host: String,
+}
+
+/// A watch etcd accepted: it lasts while `requests` is kept open.
+struct StartedWatch {
+    requests: mpsc::Sender<WatchRequest>,
+    stream: tonic::Streaming<pb::etcdserverpb::WatchResponse>,
+    /// The endpoint it runs on, by index and name.
     index: usize,
     host: String,
 }
@@ -1092,45 +1122,13 @@ async fn follow(shared: Arc<Shared>) {
 /// member loses the leader (`hasleader`), so a cut-off member is noticed.
 async fn watch_once(shared: &Shared) -> Result<(), EtcdError> {
     let start_revision = shared.lock().mod_revision + 1;
-    let (index, host, channel) = shared.client.channel();
-    let (requests, outbound) = mpsc::channel(1);
-    let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key: shared.key.clone(),
-                start_revision,
-                ..Default::default()
-            },
-        )),
-    };
-    // The channel has room for it.
-    drop(requests.try_send(create));
-    let mut request = tonic::Request::new(ReceiverStream::new(outbound));
-    request
-        .metadata_mut()
-        .insert("hasleader", MetadataValue::from_static("true"));
-    let mut client = WatchClient::new(InterceptedService::new(
-        channel,
-        shared.client.token.clone(),
-    ));
-    let started = tokio::time::timeout(shared.client.timeout, client.watch(request)).await;
-    let stream = match started {
-        Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(status)) => {
-            shared.client.next_endpoint(index);
-            return Err(status_error(host, "a watch", &status));
-        }
-        Err(_) => {
-            shared.client.next_endpoint(index);
-            return Err(EtcdError::Unavailable(format!(
-                "etcd at {host} did not start a watch within {}",
-                humantime::format_duration(shared.client.timeout)
-            )));
-        }
-    };
-    let followed = read_watch(shared, stream, index, host).await;
+    let started = shared
+        .client
+        .start_watch(shared.key.clone(), Vec::new(), start_revision)
+        .await?;
+    let followed = read_watch(shared, started.stream, started.index, &started.host).await;
     // The request stream stays open until here: closing it ends the watch.
-    drop(requests);
+    drop(started.requests);
     followed
 }
 
